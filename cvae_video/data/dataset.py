@@ -1,0 +1,117 @@
+"""Torch data sets over the BAIR layout, and the seeded window sampler used for training.
+
+An item is a pure function of its index. The index is either a trajectory number (the window starts at frame
+0: evaluation) or a ``(trajectory, start)`` pair chosen by :class:`WindowSampler`, whose choices depend only on
+(seed, epoch), so DataLoader workers never repeat each other and a resumed run sees the same data order.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..errors import DataError
+from . import layout
+
+
+@dataclass(frozen=True)
+class ConditionStats:
+    """Per-dimension mean and std of the condition vectors of the training split."""
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def from_conditions(cls, conds: list[np.ndarray]) -> "ConditionStats":
+        allc = np.concatenate(conds, 0).astype(np.float64)
+        std = allc.std(0)
+        std[std < 1e-6] = 1.0  # a constant dimension is centred, not blown up
+        return cls(tuple(float(v) for v in allc.mean(0)), tuple(float(v) for v in std))
+
+    def normalize(self, cond: np.ndarray) -> np.ndarray:
+        return ((cond - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ConditionStats":
+        return cls(tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]))
+
+
+class VideoDataset(Dataset):
+    """One split of a data set in the BAIR layout.
+
+    ``seq_len`` frames per item. ``stats`` normalises the conditions; ``None`` means this split's own statistics
+    (use that for the training split, then pass ``train.stats`` to the others). Every trajectory is checked at
+    construction (frames present and contiguous, CSVs of the right shape and finite); frame contents (size,
+    decodability) are checked when read. Items: ``frames`` uint8 (T, C, H, W) and ``cond`` float32 (T, 7).
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str, seq_len: int, stats: ConditionStats | None = None,
+                 image_size: int = layout.IMAGE_SIZE):
+        self.root, self.split, self.seq_len, self.image_size = Path(root), split, seq_len, image_size
+        self.trajectories = layout.list_trajectories(root, split)
+        if not self.trajectories:
+            raise DataError(f"{self.root / split}: no trajectories (expected {split}/<group>/<integer>/)")
+        self.conditions: list[np.ndarray] = []
+        for traj in self.trajectories:
+            n = layout.count_frames(traj)
+            if n < seq_len:
+                raise DataError(f"{traj}: {n} frames, but sequences of {seq_len} frames were asked for")
+            self.conditions.append(layout.read_conditions(traj, n))
+        self.lengths = np.array([len(c) for c in self.conditions])
+        self.stats = stats or ConditionStats.from_conditions(self.conditions)
+        self._normalized = [self.stats.normalize(c) for c in self.conditions]
+
+    def __len__(self) -> int:
+        return len(self.trajectories)
+
+    def __getitem__(self, index) -> dict[str, torch.Tensor]:
+        i, start = (index, 0) if isinstance(index, (int, np.integer)) else (int(index[0]), int(index[1]))
+        end = start + self.seq_len
+        if start < 0 or end > self.lengths[i]:
+            raise IndexError(f"window {start}:{end} outside trajectory {i} of {self.lengths[i]} frames")
+        traj = self.trajectories[i]
+        frames = np.stack([layout.read_frame(traj / f"{t}.png", self.image_size) for t in range(start, end)])
+        return {"frames": torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(),  # (T, C, H, W) uint8
+                "cond": torch.from_numpy(self._normalized[i][start:end].copy()),       # (T, 7)
+                "index": torch.tensor(i)}
+
+
+class WindowSampler(Sampler):
+    """``samples_per_epoch`` (trajectory, start) pairs per epoch, a pure function of (seed, epoch).
+
+    Trajectories are drawn as consecutive random permutations (every trajectory once before any twice).
+    With ``world_size > 1`` each rank takes every world_size-th pair of the same global stream, so ranks see
+    disjoint data. ``random_window=False`` always starts at frame 0.
+    """
+
+    def __init__(self, lengths: np.ndarray, seq_len: int, samples_per_epoch: int, seed: int,
+                 random_window: bool = True, rank: int = 0, world_size: int = 1):
+        self.lengths, self.seq_len = np.asarray(lengths), seq_len
+        self.samples_per_epoch, self.seed = samples_per_epoch, seed
+        self.random_window, self.rank, self.world_size = random_window, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def pairs(self) -> np.ndarray:
+        """(samples_per_epoch, 2) array of (trajectory, start) for this rank and epoch."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        n, total = len(self.lengths), self.samples_per_epoch * self.world_size
+        order = np.concatenate([rng.permutation(n) for _ in range(-(-total // n))])[:total]
+        max_start = self.lengths[order] - self.seq_len
+        starts = (rng.integers(0, max_start + 1) if self.random_window else np.zeros_like(order))
+        return np.stack([order, starts], 1)[self.rank::self.world_size]
+
+    def __iter__(self):
+        return iter(map(tuple, self.pairs().tolist()))
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch

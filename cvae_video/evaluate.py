@@ -1,0 +1,211 @@
+"""Evaluation: predict futures for a split and score them against the ground truth.
+
+Protocols (SPEC 1):
+- ``lab``: the first 12 frames, 2 past -> 10 predicted; PSNR/SSIM averaged over predicted frames and sequences.
+- ``svg``: 2 past -> 28 predicted (30-frame sequences), N samples per sequence; the best sample per sequence by
+  SSIM (and separately by PSNR), averaged over sequences, with a 95% confidence interval.
+
+Every report has the copy-last-frame baseline and the model with z fixed at the prior mean beside the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from . import metrics
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .data.dataset import ConditionStats, VideoDataset
+from .errors import CvaeError, DataError
+from .runtime import autocast, resolve_device
+
+PROTOCOLS = {"lab": (2, 10), "svg": (2, 28)}
+
+
+def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., C, H, W) -> float32 in [0, 1]."""
+    return frames.float().div_(255.0)
+
+
+@torch.inference_mode()
+def score_split(model, loader, device: torch.device, n_past: int, n_future: int, n_samples: int = 1,
+                z_mode: str = "sample", seed: int = 0, amp=None, progress: bool = False) -> dict[str, np.ndarray]:
+    """Per-frame PSNR/SSIM of every sequence of ``loader``.
+
+    Returns arrays: ``psnr``/``ssim`` (N, S, F) of the model's samples, ``base_psnr``/``base_ssim`` (N, F) of
+    copy-last-frame. Deterministic given ``seed`` (latent draws use their own generator).
+    """
+    model.eval()
+    amp = amp or nullcontext()
+    gen = torch.Generator(device).manual_seed(seed)
+    out = {"psnr": [], "ssim": [], "base_psnr": [], "base_ssim": []}
+    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+        x = frames_to_float(batch["frames"].to(device))             # (B, T, C, H, W)
+        cond = batch["cond"].to(device)
+        gt = x[:, n_past:n_past + n_future]                         # (B, F, C, H, W)
+        with amp:
+            pred = model.predict(x[:, :n_past], cond, n_future, n_samples, z_mode, gen)  # (B, S, F, C, H, W)
+        pred = pred.float().flatten(0, 1)
+        gt_rep = gt.repeat_interleave(n_samples, 0)
+        B = x.shape[0]
+        out["psnr"].append(metrics.psnr(pred, gt_rep).unflatten(0, (B, n_samples)).cpu())
+        out["ssim"].append(metrics.ssim(pred, gt_rep).unflatten(0, (B, n_samples)).cpu())
+        base = metrics.copy_last_baseline(x[:, :n_past + n_future], n_past)
+        out["base_psnr"].append(metrics.psnr(base, gt).cpu())
+        out["base_ssim"].append(metrics.ssim(base, gt).cpu())
+    return {k: torch.cat(v).numpy().astype(np.float64) for k, v in out.items()}
+
+
+def summarize(per_frame: np.ndarray) -> dict:
+    """(N, F) per-sequence, per-frame values -> mean, 95% CI over sequences, per-frame means."""
+    per_seq = per_frame.mean(1)
+    mean, ci = metrics.mean_ci95(per_seq)
+    return {"mean": float(mean), "ci95": float(ci), "per_frame": per_frame.mean(0).tolist()}
+
+
+def report(scores: dict[str, np.ndarray], mean_scores: dict[str, np.ndarray] | None = None) -> dict:
+    """All numbers of an evaluation: model mean-of-N, best-of-N (by SSIM, by PSNR), baselines."""
+    psnr, ssim = scores["psnr"], scores["ssim"]                    # (N, S, F)
+    N, S, F = psnr.shape
+    best_by_ssim = ssim.mean(2).argmax(1)                          # (N,) sample index
+    best_by_psnr = psnr.mean(2).argmax(1)
+    rows = np.arange(N)
+    methods = {
+        "model_mean_of_n": (psnr.mean(1), ssim.mean(1)),
+        "model_best_ssim": (psnr[rows, best_by_ssim], ssim[rows, best_by_ssim]),
+        "model_best_psnr": (psnr[rows, best_by_psnr], ssim[rows, best_by_psnr]),
+        "baseline_copy_last": (scores["base_psnr"], scores["base_ssim"]),
+    }
+    if mean_scores is not None:
+        methods["model_prior_mean"] = (mean_scores["psnr"][:, 0], mean_scores["ssim"][:, 0])
+    out = {}
+    for name, (p, s) in methods.items():
+        sp, ss = summarize(p), summarize(s)
+        out[name] = {"psnr": sp["mean"], "psnr_ci95": sp["ci95"], "ssim": ss["mean"], "ssim_ci95": ss["ci95"],
+                     "psnr_per_frame": sp["per_frame"], "ssim_per_frame": ss["per_frame"]}
+    main = out["model_mean_of_n"]
+    return {"psnr": main["psnr"], "ssim": main["ssim"], "psnr_per_frame": main["psnr_per_frame"],
+            "ssim_per_frame": main["ssim_per_frame"], "n_sequences": int(N), "n_samples": int(S),
+            "n_future": int(F), "methods": out, "baseline_copy_last": out["baseline_copy_last"]}
+
+
+def make_loader(dataset, batch_size: int, num_workers: int = 0, device: torch.device | None = None) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=device is not None and device.type == "cuda")
+
+
+def evaluate(ckpt_path: str, data_root: str = "", split: str = "test", protocol: str = "lab",
+             n_past: int | None = None, n_future: int | None = None, n_samples: int = 1, batch_size: int = 32,
+             seed: int = 0, device: str = "", cuda: bool = False, precision: str = "fp32",
+             max_sequences: int = 0, num_workers: int = 0, progress: bool = True) -> dict:
+    """Evaluate a checkpoint on a split; returns the report dict (see :func:`report`)."""
+    if protocol not in PROTOCOLS:
+        raise CvaeError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
+    if n_samples < 1:
+        raise CvaeError(f"--n_samples must be >= 1, got {n_samples}")
+    dev = resolve_device(device, cuda)
+    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
+    model = model_from_checkpoint(ckpt, str(ckpt_path)).to(dev)
+    train_cfg = ckpt.get("train_config", {})
+    p_past, p_future = PROTOCOLS[protocol]
+    n_past = n_past or p_past
+    n_future = n_future or p_future
+    root = data_root or train_cfg.get("resolved_data_root", "")
+    if not root:
+        raise CvaeError("no --data_root given and the checkpoint does not record one")
+    if not Path(root).is_dir():
+        raise DataError(f"--data_root {root}: folder not found")
+    stats = ConditionStats.from_dict(ckpt["cond_stats"])
+    try:
+        ds = VideoDataset(root, split, n_past + n_future, stats=stats)
+    except DataError as e:
+        if protocol == "svg" and "frames, but sequences of" in str(e):
+            raise DataError(f"the svg protocol predicts {n_past} -> {n_future} frames and needs sequences of "
+                            f"{n_past + n_future} frames: {e}") from None
+        raise
+    if max_sequences:
+        ds = Subset(ds, range(min(max_sequences, len(ds))))
+    loader = make_loader(ds, batch_size, num_workers, dev)
+    amp = autocast(dev, precision)
+    scores = score_split(model, loader, dev, n_past, n_future, n_samples, "sample", seed, amp, progress)
+    mean_scores = score_split(model, loader, dev, n_past, n_future, 1, "mean", seed, amp, progress)
+    result = report(scores, mean_scores)
+    result.update({"checkpoint": str(ckpt_path), "data_root": str(root), "split": split, "protocol": protocol,
+                   "n_past": n_past, "seed": seed, "epoch": ckpt.get("epoch"), "step": ckpt.get("step")})
+    return result
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{result['split']} split, {result['n_sequences']} sequences, {result['n_past']} -> "
+             f"{result['n_future']} frames, {result['n_samples']} sample(s) per sequence",
+             f"{'method':<22}{'PSNR':>8}{'±95%':>7}{'SSIM':>9}{'±95%':>8}"]
+    for name, m in result["methods"].items():
+        lines.append(f"{name:<22}{m['psnr']:8.2f}{m['psnr_ci95']:7.2f}{m['ssim']:9.4f}{m['ssim_ci95']:8.4f}")
+    return "\n".join(lines)
+
+
+def write_per_frame_csv(result: dict, path: str | Path) -> None:
+    methods = result["methods"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["frame"] + [f"{m}_{k}" for m in methods for k in ("psnr", "ssim")])
+        for i in range(result["n_future"]):
+            w.writerow([result["n_past"] + i] + [f"{methods[m][k + '_per_frame'][i]:.6f}"
+                                                 for m in methods for k in ("psnr", "ssim")])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cvae-eval", description="Evaluate a cvae_video checkpoint.")
+    p.add_argument("--ckpt", required=True, help="checkpoint file (best.pt / last.pt)")
+    p.add_argument("--data_root", default="", help="data set root (default: the one the model was trained on)")
+    p.add_argument("--split", default="test", choices=["train", "validate", "test"])
+    p.add_argument("--protocol", default="lab", choices=sorted(PROTOCOLS))
+    p.add_argument("--n_past", type=int, default=None, help="override the protocol's past frames")
+    p.add_argument("--n_future", type=int, default=None, help="override the protocol's predicted frames")
+    p.add_argument("--n_samples", type=int, default=1, help="futures drawn per sequence")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--max_sequences", type=int, default=0, help="evaluate only the first N sequences (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="")
+    p.add_argument("--cuda", action="store_true")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--num_workers", type=int, default=0)
+    p.add_argument("--json", help="write all numbers to this JSON file")
+    p.add_argument("--csv", help="write per-frame PSNR/SSIM of every method to this CSV file")
+    p.add_argument("--plot", help="write a PSNR/SSIM-per-frame plot to this PNG file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = evaluate(args.ckpt, args.data_root, args.split, args.protocol, args.n_past, args.n_future,
+                          args.n_samples, args.batch_size, args.seed, args.device, args.cuda, args.precision,
+                          args.max_sequences, args.num_workers)
+    except CvaeError as e:
+        print(f"cvae-eval: error: {e}", file=sys.stderr)
+        return 1
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.csv:
+        write_per_frame_csv(result, args.csv)
+    if args.plot:
+        from .viz import plot_per_frame
+        m = result["methods"]
+        plot_per_frame({name: np.asarray(v["psnr_per_frame"]) for name, v in m.items()}, args.plot,
+                       ylabel="PSNR (dB)", n_past=result["n_past"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

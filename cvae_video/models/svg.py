@@ -1,0 +1,199 @@
+"""The action-conditioned SVG model: a conditional VAE over video frames.
+
+Per step t = 1 .. T-1 (zero-based frames; ``n_past`` ground-truth frames come first):
+
+    h_t            = E(x_t)                                 frame encoder (all ground-truth frames in one call)
+    q(z_t | x_1..t) = posterior LSTM on h_t                 inference network
+    p(z_t | x_1..t-1) = N(0, I), or learned LSTM on h_{t-1}
+    g_t            = predictor LSTM on concat(h_{t-1}, z_t, c_t)
+    x_hat_t        = D(g_t, skip features)
+
+c_t is row t of the condition (action_t, position_t): the row of the frame being predicted, so the position
+is where the gripper is in frame t and the action is the command issued at frame t.
+
+Input frames are ground truth whenever they are past frames (t - 1 < n_past), in training and prediction alike.
+For later steps, training with teacher forcing feeds the ground-truth x_{t-1}; without it, the model's own
+x_hat_{t-1} (re-encoded), exactly as at prediction time. Skip features come from frame min(t - 1, n_past - 1)
+(the newest ground-truth input), or, with ``last_frame_skip``, from the input frame of every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .backbones import BACKBONES, build_backbone
+from .rnn import GaussianLSTM, PredictorLSTM, gaussian_kl, reparameterize
+
+PRIORS = ("fixed", "learned")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "vgg"
+    width: float = 1.0          # channel multiplier of the backbone (1.0 = lab widths 64..512)
+    channels: int = 3
+    g_dim: int = 128
+    z_dim: int = 64
+    rnn_size: int = 256
+    cond_dim: int = 7
+    prior: str = "fixed"
+    posterior_rnn_layers: int = 1
+    prior_rnn_layers: int = 1
+    predictor_rnn_layers: int = 2
+    last_frame_skip: bool = False
+
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
+        for name in ("g_dim", "z_dim", "rnn_size", "posterior_rnn_layers", "prior_rnn_layers",
+                     "predictor_rnn_layers", "channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.width <= 0:
+            raise ValueError(f"width must be > 0, got {self.width}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CVAE(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder, self.decoder = build_backbone(cfg.backbone, cfg.g_dim, cfg.channels, cfg.width)
+        self.predictor = PredictorLSTM(cfg.g_dim + cfg.z_dim + cfg.cond_dim, cfg.g_dim, cfg.rnn_size,
+                                       cfg.predictor_rnn_layers)
+        self.posterior = GaussianLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.posterior_rnn_layers)
+        self.prior = (GaussianLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.prior_rnn_layers)
+                      if cfg.prior == "learned" else None)
+
+    # ---- frame-level helpers: time folded into the batch -------------------------------------------------
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x (B, L, C, H, W) -> h (B, L, g_dim) and skips [(B, L, c_i, h_i, w_i)] in one encoder call."""
+        B, L = x.shape[:2]
+        h, skips = self.encoder(x.flatten(0, 1))
+        return h.unflatten(0, (B, L)), [s.unflatten(0, (B, L)) for s in skips]
+
+    def decode(self, g: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """g (B, L, g_dim), skips [(B, L, ...)] -> frames (B, L, C, H, W) in one decoder call."""
+        B, L = g.shape[:2]
+        x = self.decoder(g.flatten(0, 1), [s.flatten(0, 1) for s in skips])
+        return x.unflatten(0, (B, L))
+
+    def _skip_index(self, t: int, n_past: int) -> int:
+        """Frame whose encoder features are the skip connections at step t (ground-truth path)."""
+        return t - 1 if self.cfg.last_frame_skip else min(t - 1, n_past - 1)
+
+    def _prior_stats(self, h_prev: torch.Tensor, state):
+        if self.prior is None:
+            zeros = h_prev.new_zeros(*h_prev.shape[:-1], self.cfg.z_dim)
+            return (zeros, zeros), None
+        return self.prior(h_prev, state)
+
+    # ---- training ---------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, n_past: int,
+                teacher_forcing: bool | torch.Tensor = True) -> dict[str, torch.Tensor]:
+        """Loss terms for one batch.
+
+        x: (B, T, C, H, W) frames in [0, 1]; cond: (B, T, cond_dim); teacher_forcing: one bool for the batch,
+        or a (B,) bool tensor for a per-sample choice.
+
+        Returns ``recon`` = sum over steps of the per-step MSE (mean over batch and pixels), ``kl`` = sum over
+        steps of KL(q || p) (summed over latent dims, mean over batch), their per-step values (T-1,) and the
+        predictions ``x_hat`` (B, T-1, C, H, W) of frames 1 .. T-1.
+        """
+        B, T = x.shape[:2]
+        if not 1 <= n_past < T:
+            raise ValueError(f"need 1 <= n_past < T, got n_past={n_past}, T={T}")
+        tf = torch.as_tensor(teacher_forcing, device=x.device).expand(B)
+        h, skips = self.encode(x)                                   # (B, T, g), [(B, T, c, h, w)]
+        (mu_q, logvar_q), _ = self.posterior(h[:, 1:])              # q(z_t | x_1..t), t = 1..T-1
+        z = reparameterize(mu_q, logvar_q)                          # (B, T-1, z)
+
+        # Steps whose input frame is ground truth run as one sequence: all of them under full teacher forcing,
+        # else the past steps 1 .. n_past.
+        n_seq = T - 1 if bool(tf.all()) else n_past
+        h_in = h[:, :n_seq]
+        g, p_state = self.predictor(torch.cat([h_in, z[:, :n_seq], cond[:, 1:n_seq + 1]], -1))
+        (mu_p, logvar_p), prior_state = self._prior_stats(h_in, None)
+        idx = [self._skip_index(t, n_past) for t in range(1, n_seq + 1)]
+        x_hat = [self.decode(g, [s[:, idx] for s in skips])]        # (B, n_seq, C, H, W)
+        mu_ps, logvar_ps = [mu_p], [logvar_p]
+
+        # Remaining steps feed back the model's own prediction (per sample where teacher forcing is off).
+        prev = x_hat[0][:, -1]
+        skip_fixed = [s[:, n_past - 1] for s in skips]
+        keep = tf[:, None]
+        for t in range(n_seq + 1, T):
+            h_pred, skip_pred = self.encoder(prev)
+            h_prev = torch.where(keep, h[:, t - 1], h_pred)
+            if self.cfg.last_frame_skip:
+                skip = [torch.where(keep[:, :, None, None], s[:, t - 1], sp) for s, sp in zip(skips, skip_pred)]
+            else:
+                skip = skip_fixed
+            (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
+            g_t, p_state = self.predictor(torch.cat([h_prev, z[:, t - 1], cond[:, t]], -1), p_state)
+            prev = self.decoder(g_t, skip)
+            x_hat.append(prev[:, None])
+            mu_ps.append(mu_p[:, None])
+            logvar_ps.append(logvar_p[:, None])
+
+        x_hat = torch.cat(x_hat, 1)                                 # (B, T-1, C, H, W)
+        mu_p, logvar_p = torch.cat(mu_ps, 1), torch.cat(logvar_ps, 1)
+        # Loss in float32 whatever the autocast precision.
+        recon_t = ((x_hat.float() - x[:, 1:].float()) ** 2).mean(dim=(0, 2, 3, 4))            # (T-1,)
+        kl_t = gaussian_kl(mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float()).mean(0)  # (T-1,)
+        return {"recon": recon_t.sum(), "kl": kl_t.sum(), "recon_per_step": recon_t, "kl_per_step": kl_t,
+                "x_hat": x_hat}
+
+    # ---- prediction -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, x_past: torch.Tensor, cond: torch.Tensor, n_future: int, n_samples: int = 1,
+                z_mode: str = "sample", generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample futures given the past.
+
+        x_past: (B, n_past, C, H, W) ground truth; cond: (B, >= n_past + n_future, cond_dim).
+        Returns (B, n_samples, n_future, C, H, W). Samples are folded into the batch, so all of them run in one
+        pass. z comes from the posterior for the past steps (to warm up the LSTMs, as SVG does) and from the
+        prior for future steps: drawn (``z_mode="sample"``) or its mean (``z_mode="mean"``).
+        Call under ``model.eval()`` for BatchNorm running statistics.
+        """
+        if z_mode not in ("sample", "mean"):
+            raise ValueError(f"z_mode must be 'sample' or 'mean', got {z_mode!r}")
+        B, n_past = x_past.shape[:2]
+        T = n_past + n_future
+        if cond.shape[1] < T:
+            raise ValueError(f"cond has {cond.shape[1]} steps, need {T}")
+        h, skips = self.encode(x_past)
+        S = n_samples
+        h = h.repeat_interleave(S, 0)                              # (B*S, n_past, g)
+        skips = [s[:, n_past - 1].repeat_interleave(S, 0) for s in skips]
+        cond = cond[:, :T].repeat_interleave(S, 0)
+
+        def draw(mu, logvar):
+            return mu if z_mode == "mean" else reparameterize(mu, logvar, generator)
+
+        p_state = prior_state = None
+        if n_past > 1:   # warm up on the past steps 1 .. n_past-1 with posterior samples
+            (mu_q, logvar_q), _ = self.posterior(h[:, 1:])
+            z = reparameterize(mu_q, logvar_q, generator)
+            _, p_state = self.predictor(torch.cat([h[:, :-1], z, cond[:, 1:n_past]], -1))
+            if self.prior is not None:
+                _, prior_state = self.prior(h[:, :-1])
+        h_prev = h[:, -1]
+        out = []
+        for t in range(n_past, T):
+            (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
+            g_t, p_state = self.predictor(torch.cat([h_prev, draw(mu_p, logvar_p), cond[:, t]], -1), p_state)
+            x_t = self.decoder(g_t, skips)
+            out.append(x_t)
+            if t < T - 1:
+                h_prev, skip_t = self.encoder(x_t)
+                if self.cfg.last_frame_skip:
+                    skips = skip_t
+        return torch.stack(out, 1).unflatten(0, (B, S))
