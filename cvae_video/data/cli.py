@@ -9,11 +9,12 @@ from ..errors import CvaeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import synth
+    from . import convert, synth
 
     parser = argparse.ArgumentParser(prog="cvae-data", description="Data set tools for cvae_video.")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     synth.add_parser(sub)
+    convert.add_parser(sub)
     return parser
 
 
