@@ -66,7 +66,7 @@ class TrainConfig:
     last_frame_skip: bool = False
     # data
     data_root: str = ""                # empty: the built-in synthetic push world, generated once into a cache
-    synth_n_train: int = 4096
+    synth_n_train: int = 2048
     synth_seed: int = 0
     train_window: str = "random"       # "random": a random window of each training trajectory; "first": frame 0
     num_workers: int = 2
