@@ -1,0 +1,27 @@
+import os
+
+import pytest
+import torch
+
+from cvae_video.models import CVAE, ModelConfig
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# Small enough to train a few steps in a second on a 2-core CPU.
+TINY_MODEL = dict(backbone="dcgan", width=0.125, g_dim=16, z_dim=4, rnn_size=16)
+TINY_FLAGS = ["--backbone", "dcgan", "--width", "0.125", "--g_dim", "16", "--z_dim", "4", "--rnn_size", "16",
+              "--batch_size", "4", "--num_workers", "0", "--n_future", "4", "--n_eval", "4", "--no_progress"]
+
+
+def tiny_model(**kw) -> CVAE:
+    torch.manual_seed(0)
+    return CVAE(ModelConfig(**(TINY_MODEL | kw)))
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """A small synthetic push-world data set in the BAIR layout (shared by the tests of a session)."""
+    from cvae_video.data import synth
+    root = tmp_path_factory.mktemp("synth") / "data"
+    synth.write_dataset(root, n_train=24, n_validate=8, n_test=8, seed=3, progress=False)
+    return root

@@ -1,0 +1,117 @@
+"""The console scripts end to end on a tiny synthetic data set: train -> checkpoint -> eval -> pictures."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from cvae_video import evaluate, make_gif, train
+from cvae_video.checkpoint import load_checkpoint, model_from_checkpoint
+from cvae_video.data import cli as data_cli
+from conftest import TINY_FLAGS
+
+
+@pytest.fixture(scope="module")
+def run_dir(synth_root, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("run")
+    rc = train.main(["--data_root", str(synth_root), "--log_dir", str(log_dir), "--niter", "2",
+                     "--epoch_size", "3", "--tfr", "0.5", "--seed", "7", *TINY_FLAGS])
+    assert rc == 0
+    return log_dir
+
+
+def test_training_writes_everything(run_dir):
+    for name in ("config.toml", "metrics.jsonl", "last.pt", "best.pt", "training_curves.png"):
+        assert (run_dir / name).is_file(), name
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    for r in records:
+        assert {"epoch", "step", "loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "seconds"} <= set(r)
+        assert r["val_psnr"] > 0
+    assert records[-1]["step"] == 6
+    grids = list((run_dir / "pictures").glob("*.png"))
+    assert grids and all(Image.open(p).size[0] > 64 for p in grids)
+
+
+def test_checkpoint_loads_with_weights_only_and_rebuilds_the_model(run_dir):
+    raw = torch.load(run_dir / "last.pt", weights_only=True)
+    assert raw["epoch"] == 1 and raw["step"] == 6
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in raw["model"])
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    model = model_from_checkpoint(ckpt).eval()
+    model2 = model_from_checkpoint(load_checkpoint(run_dir / "best.pt")).eval()
+    x, cond = torch.rand(2, 2, 3, 64, 64), torch.randn(2, 6, 7)
+    a = model.predict(x, cond, 4, 2, generator=torch.Generator().manual_seed(0))
+    b = model2.predict(x, cond, 4, 2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+
+
+def test_eval_json(run_dir, synth_root, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    csv_path = tmp_path / "per_frame.csv"
+    plot = tmp_path / "per_frame.png"
+    rc = evaluate.main(["--ckpt", str(run_dir / "best.pt"), "--data_root", str(synth_root), "--n_samples", "3",
+                        "--json", str(out), "--csv", str(csv_path), "--plot", str(plot)])
+    assert rc == 0
+    table = capsys.readouterr().out
+    assert "baseline_copy_last" in table and "model_best_ssim" in table
+    r = json.loads(out.read_text())
+    assert r["n_sequences"] == 8 and r["n_future"] == 10 and len(r["psnr_per_frame"]) == 10
+    assert len(r["ssim_per_frame"]) == 10 and 0 < r["ssim"] <= 1
+    assert {"psnr", "ssim"} <= set(r["baseline_copy_last"])
+    assert r["methods"]["model_best_psnr"]["psnr"] >= r["methods"]["model_mean_of_n"]["psnr"]
+    assert len(csv_path.read_text().splitlines()) == 11
+    assert Image.open(plot).format == "PNG"
+
+
+def test_eval_is_deterministic_given_seed(run_dir, synth_root):
+    a = evaluate.evaluate(str(run_dir / "best.pt"), str(synth_root), n_samples=2, seed=3, progress=False)
+    b = evaluate.evaluate(str(run_dir / "best.pt"), str(synth_root), n_samples=2, seed=3, progress=False)
+    assert a["methods"] == b["methods"]
+
+
+def test_make_gif(run_dir, synth_root, tmp_path):
+    rc = make_gif.main(["--ckpt", str(run_dir / "best.pt"), "--data_root", str(synth_root), "--out",
+                        str(tmp_path), "--indices", "0", "3", "--n_samples", "4"])
+    assert rc == 0
+    for i in (0, 3):
+        gif = Image.open(tmp_path / f"seq{i}.gif")
+        assert gif.format == "GIF" and gif.n_frames > 1
+        grid = Image.open(tmp_path / f"seq{i}_grid.png")
+        assert grid.format == "PNG" and grid.size[0] > 12 * 64
+
+
+def test_cli_errors_are_one_clear_line(run_dir, synth_root, tmp_path, capsys):
+    assert train.main(["--data_root", str(tmp_path / "missing"), "--log_dir", str(tmp_path / "r"),
+                       *TINY_FLAGS]) == 1
+    assert "folder not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("nonsense_key = 3\n")
+    assert train.main(["--config", str(bad)]) == 1
+    assert "unknown key 'nonsense_key'" in capsys.readouterr().err
+    assert evaluate.main(["--ckpt", str(tmp_path / "nope.pt")]) == 1
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert make_gif.main(["--ckpt", str(run_dir / "best.pt"), "--data_root", str(synth_root), "--indices",
+                          "99", "--out", str(tmp_path)]) == 1
+    assert "out of range" in capsys.readouterr().err
+
+
+def test_cuda_flag_without_cuda(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train.main(["--cuda", "--log_dir", str(tmp_path / "r"), *TINY_FLAGS]) == 1
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_existing_log_dir_is_not_overwritten_silently(run_dir, synth_root, capsys):
+    rc = train.main(["--data_root", str(synth_root), "--log_dir", str(run_dir), "--niter", "1", "--epoch_size",
+                     "1", *TINY_FLAGS])
+    assert rc == 1
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_data_synth_cli(tmp_path, capsys):
+    rc = data_cli.main(["synth", "--out", str(tmp_path / "d"), "--n_train", "3", "--n_validate", "1",
+                        "--n_test", "1", "--seq_len", "12"])
+    assert rc == 0
+    assert len(list((tmp_path / "d" / "train").glob("*/*/11.png"))) == 3
