@@ -17,6 +17,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..errors import DataError
 from . import layout
+from .pack import PackedSplit, open_packed
 
 
 @dataclass(frozen=True)
@@ -50,20 +51,35 @@ class VideoDataset(Dataset):
     (use that for the training split, then pass ``train.stats`` to the others). Every trajectory is checked at
     construction (frames present and contiguous, CSVs of the right shape and finite); frame contents (size,
     decodability) are checked when read. Items: ``frames`` uint8 (T, C, H, W) and ``cond`` float32 (T, 7).
+
+    ``use_packed``: read frames and conditions from the packed cache (``cvae-data pack``, see
+    :mod:`cvae_video.data.pack`) when it is present and up to date, else from the PNG/CSV files (``None``, with a
+    warning if the cache is stale); never (``False``); or only from the cache, DataError if it is absent or stale
+    (``True``). Items are bit-identical either way; with the cache, every frame was checked when it was packed.
     """
 
     def __init__(self, root: str | os.PathLike, split: str, seq_len: int, stats: ConditionStats | None = None,
-                 image_size: int = layout.IMAGE_SIZE):
+                 image_size: int = layout.IMAGE_SIZE, use_packed: bool | None = None):
         self.root, self.split, self.seq_len, self.image_size = Path(root), split, seq_len, image_size
-        self.trajectories = layout.list_trajectories(root, split)
-        if not self.trajectories:
-            raise DataError(f"{self.root / split}: no trajectories (expected {split}/<group>/<integer>/)")
-        self.conditions: list[np.ndarray] = []
-        for traj in self.trajectories:
-            n = layout.count_frames(traj)
-            if n < seq_len:
-                raise DataError(f"{traj}: {n} frames, but sequences of {seq_len} frames were asked for")
-            self.conditions.append(layout.read_conditions(traj, n))
+        self.packed: PackedSplit | None = None
+        if use_packed is not False:
+            self.packed = open_packed(root, split, image_size, required=bool(use_packed))
+        if self.packed is not None:
+            self.trajectories = self.packed.trajectories
+            self.conditions: list[np.ndarray] = self.packed.trajectory_conditions()
+            for traj, n in zip(self.trajectories, self.packed.lengths.tolist()):
+                if n < seq_len:
+                    raise DataError(f"{traj}: {n} frames, but sequences of {seq_len} frames were asked for")
+        else:
+            self.trajectories = layout.list_trajectories(root, split)
+            if not self.trajectories:
+                raise DataError(f"{self.root / split}: no trajectories (expected {split}/<group>/<integer>/)")
+            self.conditions = []
+            for traj in self.trajectories:
+                n = layout.count_frames(traj)
+                if n < seq_len:
+                    raise DataError(f"{traj}: {n} frames, but sequences of {seq_len} frames were asked for")
+                self.conditions.append(layout.read_conditions(traj, n))
         self.lengths = np.array([len(c) for c in self.conditions])
         self.stats = stats or ConditionStats.from_conditions(self.conditions)
         self._normalized = [self.stats.normalize(c) for c in self.conditions]
@@ -76,10 +92,15 @@ class VideoDataset(Dataset):
         end = start + self.seq_len
         if start < 0 or end > self.lengths[i]:
             raise IndexError(f"window {start}:{end} outside trajectory {i} of {self.lengths[i]} frames")
-        traj = self.trajectories[i]
-        frames = np.stack([layout.read_frame(traj / f"{t}.png", self.image_size) for t in range(start, end)])
-        return {"frames": torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(),  # (T, C, H, W) uint8
-                "cond": torch.from_numpy(self._normalized[i][start:end].copy()),       # (T, 7)
+        if self.packed is not None:
+            # one copy out of the memory map, straight into (T, C, H, W) order
+            frames = torch.from_numpy(self.packed.window(i, start, end).transpose(0, 3, 1, 2).copy())
+        else:
+            traj = self.trajectories[i]
+            frames = np.stack([layout.read_frame(traj / f"{t}.png", self.image_size) for t in range(start, end)])
+            frames = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+        return {"frames": frames,                                                # (T, C, H, W) uint8
+                "cond": torch.from_numpy(self._normalized[i][start:end].copy()),  # (T, 7)
                 "index": torch.tensor(i)}
 
 

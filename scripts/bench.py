@@ -1,0 +1,454 @@
+"""Benchmark of the training step, prediction, data loading and a per-frame yardstick, within one machine.
+
+    python scripts/bench.py                              # lab size: vgg, width 1, batch 16, 2 -> 10 frames
+    python scripts/bench.py --precision fp32,bf16 --channels_last --json bench.json
+    python scripts/bench.py --quick --json /tmp/b.json   # tiny smoke run (a few seconds of work)
+
+Measurements (synthetic random tensors unless stated):
+
+- ``train``: ``cvae_video.train.train_step`` (forward, backward, Adam step; teacher forcing on, KL weight 1) at
+  each precision in ``--precision``; ``--warmup`` steps, then the median of ``--steps`` steps.
+- ``predict``: a batch of ``--batch_size`` sequences, ``n_past -> n_future`` frames, ``--n_samples`` samples each,
+  under ``torch.inference_mode()`` in eval mode: one ``model.predict(..., n_samples=N)`` call against N calls
+  with ``n_samples=1``. ``eval_seq_per_s`` counts sampled sequences per second of the batched call.
+- ``load``: sequences of ``n_past + n_future`` frames per second through a DataLoader (batch ``--batch_size``,
+  ``num_workers=0``, random windows as in training), from the PNG files and from the packed cache
+  (``cvae-data pack``). Without ``--data_root`` a synthetic data set of ``--load_trajectories`` trajectories
+  is written to a temporary folder and packed.
+- ``yardstick``: a deliberately plain fp32 NCHW training step (:func:`yardstick_forward`): the encoder and the
+  decoder called frame by frame in a Python loop, the recurrent modules stepped one frame at a time with explicit
+  state. Printed as yardstick time / step time for each precision.
+
+Peak memory is the growth of the process's peak resident set size (VmHWM, reset through /proc/self/clear_refs
+where Linux allows it) over its size just before the measurement builds its model; on CUDA the peak of
+``torch.cuda.max_memory_allocated``. Each measurement runs in a fresh subprocess (``--isolate``, the default
+except with ``--quick``), so neither the peak nor allocator caches nor warmed-up kernels carry over between them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from cvae_video.config import PRECISIONS, TrainConfig
+from cvae_video.models.rnn import gaussian_kl
+from cvae_video.models.svg import CVAE
+from cvae_video.runtime import autocast, grad_scaler, resolve_device
+from cvae_video.train import build_optimizer, train_step
+
+QUICK = dict(width=0.125, batch_size=2, g_dim=16, z_dim=4, rnn_size=16, n_samples=2, steps=1, warmup=1,
+             eval_repeats=1, load_trajectories=8, load_seconds=0.2, threads=1)
+
+
+# ---- the yardstick ----------------------------------------------------------------------------------------------
+
+def yardstick_forward(model: CVAE, x: torch.Tensor, cond: torch.Tensor, n_past: int) -> tuple[torch.Tensor,
+                                                                                             torch.Tensor]:
+    """The teacher-forced loss of ``CVAE.forward``, written the plain way: one frame per module call.
+
+    x (B, T, C, H, W) in [0, 1], cond (B, T, cond_dim). Returns (recon, kl), summed over steps like the model's
+    ``forward``; the latent noise is drawn in the same order, so under the same seed and in eval mode the two
+    agree (in training mode BatchNorm sees B samples per call here, B * T there).
+    """
+    B, T = x.shape[:2]
+    # the draws of forward's one reparameterize call over (B, T-1, z), taken step by step
+    eps = torch.randn(B, T - 1, model.cfg.z_dim, device=x.device)
+    hs, skips = [], []
+    for t in range(T):
+        h_t, skip_t = model.encoder(x[:, t])
+        hs.append(h_t)
+        skips.append(skip_t)
+    post_state = pred_state = prior_state = None
+    recon = kl = x.new_zeros(())
+    for t in range(1, T):
+        (mu_q, logvar_q), post_state = model.posterior(hs[t], post_state)
+        z = mu_q + torch.exp(0.5 * logvar_q) * eps[:, t - 1]
+        if model.prior is None:
+            mu_p = logvar_p = torch.zeros_like(mu_q)
+        else:
+            (mu_p, logvar_p), prior_state = model.prior(hs[t - 1], prior_state)
+        g, pred_state = model.predictor(torch.cat([hs[t - 1], z, cond[:, t]], -1), pred_state)
+        skip = skips[t - 1] if model.cfg.last_frame_skip else skips[min(t - 1, n_past - 1)]
+        x_hat = model.decoder(g, skip)
+        recon = recon + ((x_hat - x[:, t]) ** 2).mean()
+        kl = kl + gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).mean()
+    return recon, kl
+
+
+def yardstick_step(model: CVAE, optimizer, x, cond, n_past: int) -> float:
+    model.train()
+    recon, kl = yardstick_forward(model, x, cond, n_past)
+    loss = recon + kl
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+# ---- measuring ------------------------------------------------------------------------------------------------
+
+def _rss_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class PeakMemory:
+    """Peak memory growth (MB) of the block: process RSS on CPU, allocated memory on CUDA."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.mb = device, 0.0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+            return self
+        try:  # reset the high-water mark to the current RSS (Linux >= 4.0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.reset = True
+        except OSError:
+            self.reset = False
+        self.base = _rss_kb("VmRSS") or 0
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2 ** 20
+            return
+        peak = _rss_kb("VmHWM") if self.reset else None
+        if peak is None:  # process-wide maximum since start: exact only in a fresh process
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.mb = max(0, peak - self.base) / 1024
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device, warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _train_config(args) -> TrainConfig:
+    return TrainConfig(backbone=args.backbone, width=args.width, batch_size=args.batch_size, n_past=args.n_past,
+                       n_future=args.n_future, g_dim=args.g_dim, z_dim=args.z_dim, rnn_size=args.rnn_size,
+                       prior=args.prior, tfr=1.0, channels_last=args.channels_last, seed=0)
+
+
+def _build(args, device, channels_last: bool):
+    cfg = _train_config(args)
+    torch.manual_seed(0)
+    model = CVAE(cfg.model_config()).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return cfg, model
+
+
+def _batch(args, device) -> dict:
+    g = torch.Generator().manual_seed(0)
+    T = args.n_past + args.n_future
+    return {"frames": torch.randint(0, 256, (args.batch_size, T, 3, 64, 64), dtype=torch.uint8, generator=g),
+            "cond": torch.randn(args.batch_size, T, 7, generator=g)}
+
+
+def measure_train(args, device, precision: str) -> dict:
+    with PeakMemory(device) as mem:
+        cfg, model = _build(args, device, args.channels_last)
+        optimizer = build_optimizer(cfg, model.parameters())
+        scaler, amp = grad_scaler(device, precision), autocast(device, precision)
+        batch = _batch(args, device)
+        times = _timed(lambda: train_step(model, optimizer, scaler, batch, cfg, 1.0, 1.0, device, amp), device,
+                       args.warmup, args.steps)
+    return {"times_s": times, "step_s": statistics.median(times), "peak_memory_mb": mem.mb}
+
+
+def measure_yardstick(args, device) -> dict:
+    with PeakMemory(device) as mem:
+        cfg, model = _build(args, device, channels_last=False)
+        optimizer = build_optimizer(cfg, model.parameters())
+        batch = _batch(args, device)
+        x = batch["frames"].to(device).float().div_(255.0)
+        cond = batch["cond"].to(device)
+        times = _timed(lambda: yardstick_step(model, optimizer, x, cond, args.n_past), device, args.warmup,
+                       args.steps)
+    return {"times_s": times, "step_s": statistics.median(times), "peak_memory_mb": mem.mb}
+
+
+def measure_predict(args, device, precision: str) -> dict:
+    with PeakMemory(device) as mem:
+        _, model = _build(args, device, args.channels_last)
+        model.eval()
+        batch = _batch(args, device)
+        x_past = batch["frames"][:, :args.n_past].to(device).float().div_(255.0)
+        cond = batch["cond"].to(device)
+        amp = autocast(device, precision)
+        gen = torch.Generator(device).manual_seed(0)
+        S = args.n_samples
+
+        def batched():
+            with torch.inference_mode(), amp:
+                model.predict(x_past, cond, args.n_future, S, "sample", gen)
+
+        def looped():
+            with torch.inference_mode(), amp:
+                for _ in range(S):
+                    model.predict(x_past, cond, args.n_future, 1, "sample", gen)
+
+        t_batched = statistics.median(_timed(batched, device, 1, args.eval_repeats))
+        t_looped = statistics.median(_timed(looped, device, 1, args.eval_repeats))
+    n = args.batch_size * S
+    return {"batched_s": t_batched, "looped_s": t_looped, "seq_per_s": n / t_batched,
+            "seq_per_s_looped": n / t_looped, "batched_speedup": t_looped / t_batched, "peak_memory_mb": mem.mb}
+
+
+def measure_load(args, device, source: str) -> dict:
+    from torch.utils.data import DataLoader
+    from cvae_video.data.dataset import VideoDataset, WindowSampler
+
+    seq_len = args.n_past + args.n_future
+    with PeakMemory(torch.device("cpu")) as mem:
+        ds = VideoDataset(args.data_root, "train", seq_len, use_packed=source == "packed")
+        sampler = WindowSampler(ds.lengths, seq_len, min(len(ds), args.load_sequences), seed=0)
+        loader = DataLoader(ds, batch_size=args.batch_size, sampler=sampler, num_workers=0)
+        n, epoch, t0 = 0, 0, time.perf_counter()
+        while True:   # whole epochs until the time budget is used (at least one)
+            sampler.set_epoch(epoch)
+            for batch in loader:
+                n += batch["frames"].shape[0]
+            epoch += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= args.load_seconds:
+                break
+    return {"seq_per_s": n / elapsed, "sequences": n, "seconds": elapsed, "peak_memory_mb": mem.mb}
+
+
+def run_one(args, kind: str, variant: str) -> dict:
+    """One measurement; ``variant`` is the precision, or the source (png, packed) for ``load``."""
+    device = resolve_device(args.device)
+    if kind == "train":
+        return measure_train(args, device, variant)
+    if kind == "predict":
+        return measure_predict(args, device, variant)
+    if kind == "yardstick":
+        return measure_yardstick(args, device)
+    return measure_load(args, device, variant)
+
+
+CHILD_KEYS = ("backbone", "width", "batch_size", "n_past", "n_future", "g_dim", "z_dim", "rnn_size", "prior",
+              "steps", "warmup", "n_samples", "eval_repeats", "data_root", "load_sequences", "load_seconds",
+              "device", "threads")
+
+
+def run_isolated(args, kind: str, variant: str) -> dict:
+    """One measurement in a fresh Python process: this script with the resolved settings and internal flags."""
+    argv = [x for key in CHILD_KEYS for x in (f"--{key}", str(getattr(args, key)))]
+    if args.channels_last:
+        argv.append("--channels_last")
+    with tempfile.TemporaryDirectory(prefix="cvae-bench-") as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, os.path.abspath(__file__), *argv, "--_child", kind, variant, str(out)]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0 or not out.is_file():
+            raise RuntimeError(f"measurement {kind}/{variant} failed (exit {proc.returncode}):\n{proc.stderr}")
+        return json.loads(out.read_text())
+
+
+# ---- data for the loader measurement ----------------------------------------------------------------------------
+
+def prepare_data(args, tmp: Path) -> tuple[str, bool]:
+    """(data root, packed cache usable). Generates and packs a synthetic set when no --data_root is given."""
+    from cvae_video.data import pack, synth
+    if args.data_root:
+        return args.data_root, pack.open_packed(args.data_root, "train") is not None
+    root = tmp / "data"
+    cfg = synth.SynthConfig(seq_len=max(args.n_past + args.n_future, 14 if args.quick else 30))
+    synth.write_dataset(root, n_train=args.load_trajectories, n_validate=1, n_test=1, seed=0, cfg=cfg,
+                        progress=False)
+    pack.pack_split(root, "train", progress=False)
+    return str(root), True
+
+
+# ---- report ---------------------------------------------------------------------------------------------------
+
+def machine_info(device: torch.device) -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
+            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "cpu": platform.processor()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
+        flags = next((line for line in text.splitlines() if line.startswith("flags")), "").split()
+        info["cpu"] = names[0] if names else info["cpu"]
+        info["cpu_bf16"] = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    except (OSError, IndexError):
+        pass
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def format_table(res: dict) -> str:
+    rows = [("measurement", "precision", "time (s)", "seq/s", "peak MB", "note")]
+    mem = res["peak_memory_mb"]
+    for p, t in res["train_step_s"].items():
+        ratio = res["yardstick_ratio"][p]
+        rows.append(("train step", p, f"{t:.4f}", f"{res['train_seq_per_s'][p]:.1f}", f"{mem[f'train_{p}']:.0f}",
+                     f"yardstick/step {ratio:.2f}x"))
+    rows.append(("yardstick step", "fp32", f"{res['yardstick_step_s']:.4f}",
+                 f"{res['batch_size'] / res['yardstick_step_s']:.1f}", f"{mem['yardstick']:.0f}",
+                 "per-frame calls, NCHW"))
+    for p, v in res["eval_seq_per_s"].items():
+        rows.append(("predict batched", p, f"{res['predict_batched_s'][p]:.4f}", f"{v:.1f}",
+                     f"{mem[f'predict_{p}']:.0f}", f"{res['eval_batched_speedup'][p]:.2f}x vs "
+                                                   f"{res['n_samples']} single-sample calls"))
+    for src in ("png", "packed"):
+        v = res[f"load_seq_per_s_{src}"]
+        rows.append((f"load {src}", "-", "-", "-" if v is None else f"{v:.1f}",
+                     "-" if mem.get(f"load_{src}") is None else f"{mem[f'load_{src}']:.0f}",
+                     "no up-to-date packed cache" if v is None else "DataLoader, num_workers=0"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for k, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) if i in (0, 1, 5) else c.rjust(w) for i, (c, w) in
+                               enumerate(zip(r, widths))).rstrip())
+        if k == 0:
+            lines.append("-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--backbone", default="vgg")
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--n_past", type=int, default=2)
+    p.add_argument("--n_future", type=int, default=10)
+    p.add_argument("--g_dim", type=int, default=128)
+    p.add_argument("--z_dim", type=int, default=64)
+    p.add_argument("--rnn_size", type=int, default=256)
+    p.add_argument("--prior", default="fixed")
+    p.add_argument("--precision", default="fp32,bf16", help="comma-separated list, each measured")
+    p.add_argument("--channels_last", action="store_true", help="model in channels-last memory format")
+    p.add_argument("--steps", type=int, default=5, help="timed training steps (median reported)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
+    p.add_argument("--n_samples", type=int, default=10, help="samples per sequence in the prediction benchmark")
+    p.add_argument("--eval_repeats", type=int, default=3, help="timed prediction calls (median reported)")
+    p.add_argument("--data_root", default="", help="data set for the loader benchmark (default: synthetic)")
+    p.add_argument("--load_trajectories", type=int, default=256, help="size of the synthetic loader data set")
+    p.add_argument("--load_sequences", type=int, default=256, help="sequences per loader epoch")
+    p.add_argument("--load_seconds", type=float, default=2.0, help="minimum time per loader measurement")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                   help="each measurement in a fresh process (default: on, off with --quick)")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run: small model and batch, one step")
+    p.add_argument("--json", default="", metavar="OUT", help="write the results as JSON")
+    p.add_argument("--_child", nargs=3, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.quick:
+        for key, value in QUICK.items():
+            if parser.get_default(key) == getattr(args, key):   # explicit flags still win
+                setattr(args, key, value)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad or not precisions:
+        parser.error(f"--precision: each of {PRECISIONS}, got {args.precision!r}")
+
+    if args._child:   # internal: one measurement, written as JSON
+        kind, variant, out = args._child
+        Path(out).write_text(json.dumps(run_one(args, kind, variant)))
+        return 0
+
+    device = resolve_device(args.device)
+    isolate = (not args.quick) if args.isolate is None else args.isolate
+
+    def measure(kind: str, variant: str) -> dict:
+        print(f"  measuring {kind} {variant} ...", file=sys.stderr, flush=True)
+        return run_isolated(args, kind, variant) if isolate else run_one(args, kind, variant)
+
+    tmp = Path(tempfile.mkdtemp(prefix="cvae-bench-data-"))
+    try:
+        args.data_root, packed_ok = prepare_data(args, tmp)
+        train = {p: measure("train", p) for p in precisions}
+        yard = measure("yardstick", "fp32")
+        pred = {p: measure("predict", p) for p in precisions}
+        load = {"png": measure("load", "png"), "packed": measure("load", "packed") if packed_ok else None}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    res = {
+        "config": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "json"}
+                  | {"isolate": isolate},
+        "machine": machine_info(device),
+        "batch_size": args.batch_size, "n_samples": args.n_samples,
+        "train_step_s": {p: r["step_s"] for p, r in train.items()},
+        "train_step_times_s": {p: r["times_s"] for p, r in train.items()},
+        "train_seq_per_s": {p: args.batch_size / r["step_s"] for p, r in train.items()},
+        "yardstick_step_s": yard["step_s"],
+        "yardstick_ratio": {p: yard["step_s"] / r["step_s"] for p, r in train.items()},
+        "eval_seq_per_s": {p: r["seq_per_s"] for p, r in pred.items()},
+        "eval_seq_per_s_looped": {p: r["seq_per_s_looped"] for p, r in pred.items()},
+        "eval_batched_speedup": {p: r["batched_speedup"] for p, r in pred.items()},
+        "predict_batched_s": {p: r["batched_s"] for p, r in pred.items()},
+        "predict_looped_s": {p: r["looped_s"] for p, r in pred.items()},
+        "load_seq_per_s_png": load["png"]["seq_per_s"],
+        "load_seq_per_s_packed": load["packed"]["seq_per_s"] if load["packed"] else None,
+        "peak_memory_mb": {**{f"train_{p}": r["peak_memory_mb"] for p, r in train.items()},
+                           "yardstick": yard["peak_memory_mb"],
+                           **{f"predict_{p}": r["peak_memory_mb"] for p, r in pred.items()},
+                           "load_png": load["png"]["peak_memory_mb"],
+                           "load_packed": load["packed"]["peak_memory_mb"] if load["packed"] else None},
+    }
+    if res["load_seq_per_s_packed"]:
+        res["load_packed_speedup"] = res["load_seq_per_s_packed"] / res["load_seq_per_s_png"]
+    m = res["machine"]
+    print(f"{args.backbone} width {args.width:g}, batch {args.batch_size}, {args.n_past} -> {args.n_future} "
+          f"frames, g {args.g_dim} z {args.z_dim} rnn {args.rnn_size}{', channels_last' if args.channels_last else ''}"
+          f" | {m['device']}, {m['threads']} threads, torch {m['torch']}, {m.get('cpu', '')}")
+    print(format_table(res))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

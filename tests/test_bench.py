@@ -1,0 +1,57 @@
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_model
+
+BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and value > 0
+
+
+def test_quick_run_writes_every_number(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--json", str(out)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "train step" in proc.stdout and "yardstick" in proc.stdout
+    res = json.loads(out.read_text())
+    for key in ("train_step_s", "train_seq_per_s", "eval_seq_per_s", "eval_seq_per_s_looped",
+                "eval_batched_speedup", "yardstick_ratio"):
+        assert set(res[key]) == {"fp32", "bf16"}, key
+        assert all(positive(v) for v in res[key].values()), key
+    for key in ("load_seq_per_s_png", "load_seq_per_s_packed", "yardstick_step_s", "load_packed_speedup"):
+        assert positive(res[key]), key
+    assert set(res["peak_memory_mb"]) == {"train_fp32", "train_bf16", "yardstick", "predict_fp32",
+                                          "predict_bf16", "load_png", "load_packed"}
+    assert all(v >= 0 for v in res["peak_memory_mb"].values())   # growth: a cached allocator may need none
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(prior="learned", backbone="vgg"), dict(last_frame_skip=True)])
+def test_yardstick_forward_equals_model_forward(kw):
+    bench = load_bench()
+    model = tiny_model(**kw).eval()
+    g = torch.Generator().manual_seed(0)
+    x, cond = torch.rand(2, 6, 3, 64, 64, generator=g), torch.randn(2, 6, 7, generator=g)
+    with torch.no_grad():
+        torch.manual_seed(5)
+        out = model(x, cond, n_past=2, teacher_forcing=True)
+        torch.manual_seed(5)
+        recon, kl = bench.yardstick_forward(model, x, cond, n_past=2)
+    assert torch.allclose(recon, out["recon"], rtol=1e-5, atol=1e-6)
+    assert torch.allclose(kl, out["kl"], rtol=1e-5, atol=1e-5)
+    assert out["kl"] > 0
