@@ -9,12 +9,14 @@ from ..errors import CvaeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import convert, synth
+    from . import check, convert, pack, synth
 
     parser = argparse.ArgumentParser(prog="cvae-data", description="Data set tools for cvae_video.")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     synth.add_parser(sub)
     convert.add_parser(sub)
+    check.add_parser(sub)
+    pack.add_parser(sub)
     return parser
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -53,9 +55,9 @@ def count_frames(traj_dir: Path) -> int:
     indices = set()
     with os.scandir(traj_dir) as it:
         for entry in it:
-            stem, dot, ext = entry.name.partition(".")
-            if ext == "png" and stem.isdigit():
-                indices.add(int(stem))
+            index = frame_index(entry.name)
+            if index is not None:
+                indices.add(index)
     if not indices:
         raise DataError(f"{traj_dir}: no frames (expected 0.png, 1.png, ...)")
     n = max(indices) + 1
@@ -65,32 +67,91 @@ def count_frames(traj_dir: Path) -> int:
     return n
 
 
+def frame_index(name: str) -> int | None:
+    """The frame number of a file name ``<digits>.png`` (``7.png`` -> 7), else None."""
+    stem, _, ext = name.partition(".")
+    return int(stem) if ext == "png" and stem.isdigit() else None
+
+
+@dataclass(frozen=True)
+class CsvIssue:
+    """One problem of a condition CSV.
+
+    ``kind`` is one of "missing", "unreadable", "columns", "not_a_number", "non_finite" (these name a ``line``)
+    or "rows". ``message`` is the text of the DataError that ``read_csv`` raises for it.
+    """
+    kind: str
+    path: Path
+    line: int | None
+    detail: str
+
+    @property
+    def message(self) -> str:
+        where = f"{self.path}, line {self.line}" if self.line is not None else f"{self.path}"
+        return f"{where}: {self.detail}"
+
+
+class CsvScan(NamedTuple):
+    values: np.ndarray | None  # float32 (rows, n_cols); None if the file is missing or any line is malformed
+    n_rows: int                # non-empty lines, well-formed or not
+    issues: list[CsvIssue]     # in file order; a row-count issue (if asked for) comes last
+
+
+def scan_csv(path: Path, n_cols: int, n_rows: int | None = None, stop_at_first: bool = False) -> CsvScan:
+    """Parse a headerless CSV of floats without raising: the values and every problem found.
+
+    Each line must hold ``n_cols`` finite numbers; blank lines are ignored. If ``n_rows`` is given, a different
+    number of lines is an issue of kind "rows". ``stop_at_first`` returns at the first issue (``read_csv``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return CsvScan(None, 0, [CsvIssue("missing", path, None, "file not found")])
+    rows: list[list[float]] = []
+    issues: list[CsvIssue] = []
+    count = 0
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                line = line.strip()
+                if not line:
+                    continue
+                count += 1
+                issue = None
+                cells = line.split(",")
+                if len(cells) != n_cols:
+                    issue = CsvIssue("columns", path, lineno, f"expected {n_cols} columns, found {len(cells)}")
+                else:
+                    try:
+                        values = [float(c) for c in cells]
+                    except ValueError:
+                        issue = CsvIssue("not_a_number", path, lineno, f"not a number in {line!r}")
+                    else:
+                        if all(math.isfinite(v) for v in values):
+                            rows.append(values)
+                        else:
+                            issue = CsvIssue("non_finite", path, lineno, f"non-finite value in {line!r}")
+                if issue is not None:
+                    issues.append(issue)
+                    if stop_at_first:
+                        return CsvScan(None, count, issues)
+    except (OSError, UnicodeDecodeError) as e:
+        issue = CsvIssue("unreadable", path, None, f"unreadable ({e.__class__.__name__}: {e})")
+        return CsvScan(None, count, issues + [issue])
+    if n_rows is not None and count != n_rows:
+        issues.append(CsvIssue("rows", path, None, f"expected {n_rows} rows (one per frame), found {count}"))
+    values = np.asarray(rows, dtype=np.float32).reshape(len(rows), n_cols) if len(rows) == count else None
+    return CsvScan(values, count, issues)
+
+
 def read_csv(path: Path, n_rows: int | None, n_cols: int) -> np.ndarray:
     """Read a headerless CSV of floats: exactly ``n_cols`` columns and (if given) exactly ``n_rows`` rows.
 
     Returns float32 (rows, n_cols). Every problem is a DataError naming the file and, where it helps, the line.
     """
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    rows: list[list[float]] = []
-    with open(path, "r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            cells = line.split(",")
-            if len(cells) != n_cols:
-                raise DataError(f"{path}, line {lineno}: expected {n_cols} columns, found {len(cells)}")
-            try:
-                values = [float(c) for c in cells]
-            except ValueError:
-                raise DataError(f"{path}, line {lineno}: not a number in {line!r}") from None
-            if not all(math.isfinite(v) for v in values):
-                raise DataError(f"{path}, line {lineno}: non-finite value in {line!r}")
-            rows.append(values)
-    if n_rows is not None and len(rows) != n_rows:
-        raise DataError(f"{path}: expected {n_rows} rows (one per frame), found {len(rows)}")
-    return np.asarray(rows, dtype=np.float32).reshape(len(rows), n_cols)
+    scan = scan_csv(path, n_cols, n_rows, stop_at_first=True)
+    if scan.issues:
+        raise DataError(scan.issues[0].message)
+    return scan.values
 
 
 def read_frame(path: Path, size: int = IMAGE_SIZE) -> np.ndarray:
