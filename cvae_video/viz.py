@@ -392,3 +392,48 @@ def plot_per_frame(curves: Mapping[str, object], path, ylabel: str, n_past: int,
         ax.legend(fontsize=9, framealpha=0.85)
     ax.set_title(title or f"{ylabel} per predicted frame")
     return _save_figure(fig, path)
+
+
+def plot_eval_per_frame(methods: Mapping[str, Mapping], path, n_past: int, title: str | None = None) -> Path:
+    """PSNR and SSIM per predicted frame, side by side, for the methods of an evaluation report.
+
+    ``methods`` maps a method name to a dict with ``psnr_per_frame`` and ``ssim_per_frame`` lists.
+    """
+    fig = Figure(figsize=(11.0, 4.0), dpi=110, layout="constrained")
+    axes = fig.subplots(1, 2)
+    styles = ["-", "--", "-.", ":"]
+    for ax, key, label in zip(axes, ("psnr_per_frame", "ssim_per_frame"), ("PSNR (dB)", "SSIM")):
+        for i, (name, m) in enumerate(methods.items()):
+            values = np.asarray(m[key], dtype=np.float64)
+            frames = np.arange(n_past, n_past + len(values))
+            ax.plot(frames, values, ls=styles[i % len(styles)], marker="o", ms=3.5, lw=1.6, label=name)
+        ax.set_xlabel("frame index (zero-based)")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8, framealpha=0.85)
+    if title:
+        fig.suptitle(title)
+    return _save_figure(fig, path)
+
+
+def plot_runs(runs: Mapping[str, Sequence[Mapping]], path, title: str = "") -> Path:
+    """Validation PSNR and training MSE against epoch for several runs (one line per run)."""
+    fig = Figure(figsize=(11.0, 3.8), dpi=100, layout="constrained")
+    axes = fig.subplots(1, 2)
+    for name, records in runs.items():
+        for ax, key in zip(axes, ("val_psnr", "mse")):
+            xs, ys = _series(records, key)
+            if xs:
+                ax.plot(xs, ys, marker="o", ms=3, lw=1.5, label=name)
+    axes[0].set_ylabel("validation PSNR (dB)")
+    axes[1].set_ylabel("training MSE per step")
+    axes[1].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save_figure(fig, path)

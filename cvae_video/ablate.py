@@ -1,0 +1,250 @@
+"""`cvae-ablate`: a grid of training runs from one base config, each varying one factor, and its report.
+
+A study file (TOML) names the base config, overrides for every run (e.g. shorter training), and the factors:
+
+    base = "demo.toml"                 # relative to the study file
+    n_samples = 5                      # futures per test sequence in the evaluation
+    gif_indices = [0, 1]               # test sequences shown
+    [overrides]
+    niter = 6
+    [[factors]]
+    name = "Teacher forcing"
+    key = "tfr"
+    values = [1.0, 0.0]
+    labels = ["on (tfr 1)", "off (tfr 0)"]   # optional
+
+Every distinct config is trained once (a setting equal to the base is the base run, shared by all factors), then
+evaluated on the test split and drawn. A run that finished (``done.json``) is not trained again; an interrupted one
+is resumed. ``report.md`` is written from the runs' own ``metrics.jsonl`` and ``eval.json``: no number is typed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config as config_mod
+from .errors import ConfigError, CvaeError
+
+
+@dataclass
+class Run:
+    run_id: str
+    cfg: config_mod.TrainConfig
+    diff: dict
+
+
+@dataclass
+class Factor:
+    name: str
+    key: str
+    values: list
+    labels: list[str]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_")
+
+
+def load_study(path: str | Path) -> tuple[dict, list[Factor]]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: study file not found")
+    try:
+        raw = config_mod.tomllib.loads(path.read_text(encoding="utf-8"))
+    except config_mod.tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML ({e})") from None
+    known = {"base", "overrides", "factors", "n_samples", "gif_indices", "eval_batch_size"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    if "base" not in raw or not raw.get("factors"):
+        raise ConfigError(f"{path}: needs 'base' (a config file) and at least one [[factors]] table")
+    factors = []
+    for i, f in enumerate(raw["factors"]):
+        missing = {"name", "key", "values"} - set(f)
+        if missing:
+            raise ConfigError(f"{path}: factor {i + 1} lacks {', '.join(sorted(missing))}")
+        if f["key"] not in config_mod.TrainConfig.__dataclass_fields__:
+            raise ConfigError(f"{path}: factor {f['name']!r}: unknown config key {f['key']!r}")
+        labels = f.get("labels") or [f"{f['key']} = {v}" for v in f["values"]]
+        if len(labels) != len(f["values"]):
+            raise ConfigError(f"{path}: factor {f['name']!r}: {len(labels)} labels for {len(f['values'])} values")
+        factors.append(Factor(f["name"], f["key"], list(f["values"]), list(labels)))
+    base_path = (path.parent / raw["base"]).resolve()
+    base = config_mod.load_toml(base_path) | raw.get("overrides", {})
+    settings = {"base": base, "n_samples": int(raw.get("n_samples", 5)),
+                "gif_indices": list(raw.get("gif_indices", [0])), "eval_batch_size": int(raw.get("eval_batch_size", 32))}
+    return settings, factors
+
+
+def plan_runs(base: dict, factors: list[Factor], out: Path) -> tuple[dict[str, Run], dict[str, list[str]]]:
+    """Distinct runs, and for each factor the run id of each of its values."""
+    base_cfg = config_mod.from_dict(base, "study base")
+    runs: dict[str, Run] = {}
+    by_factor: dict[str, list[str]] = {}
+    for f in factors:
+        ids = []
+        for value in f.values:
+            values = base | {f.key: value}
+            cfg = config_mod.from_dict(values, f"study factor {f.name!r}")
+            diff = {k: v for k, v in cfg.to_dict().items() if v != getattr(base_cfg, k)}
+            run_id = "base" if not diff else _slug("_".join(f"{k}={v}" for k, v in sorted(diff.items())))
+            cfg.log_dir = str(out / run_id)
+            runs.setdefault(run_id, Run(run_id, cfg, diff))
+            ids.append(run_id)
+        by_factor[f.name] = ids
+    return runs, by_factor
+
+
+def _config_digest(cfg: config_mod.TrainConfig) -> str:
+    d = cfg.to_dict()
+    d.pop("num_workers", None)
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def execute(run: Run, n_samples: int, gif_indices: list[int], eval_batch_size: int, progress: bool) -> dict:
+    """Train (or resume), evaluate and draw one run; returns its done.json record."""
+    from .evaluate import evaluate
+    from .make_gif import make_pictures
+    from .train import train
+
+    log_dir = Path(run.cfg.log_dir)
+    done = log_dir / "done.json"
+    digest = _config_digest(run.cfg)
+    if done.is_file():
+        record = json.loads(done.read_text())
+        if record.get("config_digest") == digest:
+            return record
+    resumable = (log_dir / "last.pt").is_file() and (log_dir / "config.toml").is_file() and \
+        config_mod.from_dict(config_mod.load_toml(log_dir / "config.toml")) == run.cfg
+    if progress:
+        print(f"== run {run.run_id}: {'resuming' if resumable else 'training'}", flush=True)
+    train(run.cfg, resume=resumable, overwrite=not resumable, progress=progress)
+    result = evaluate(str(log_dir / "best.pt"), split="test", n_samples=n_samples, batch_size=eval_batch_size,
+                      seed=run.cfg.seed, progress=False)
+    (log_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    pictures = make_pictures(str(log_dir / "best.pt"), str(log_dir / "gifs"), gif_indices, seed=run.cfg.seed)
+    record = {"run_id": run.run_id, "config_digest": digest, "pictures": [str(p) for p in pictures]}
+    done.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _records(log_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def run_numbers(log_dir: Path) -> dict:
+    """The numbers of one run, read from its own files."""
+    records = _records(log_dir)
+    val = [r["val_psnr"] for r in records if r.get("val_psnr") is not None]
+    ev = json.loads((log_dir / "eval.json").read_text())
+    m = ev["methods"]
+    return {"best_val_psnr": max(val), "epochs": len(records),
+            "train_minutes": sum(r["seconds"] for r in records) / 60,
+            "test_psnr": m["model_mean_of_n"]["psnr"], "test_psnr_ci95": m["model_mean_of_n"]["psnr_ci95"],
+            "test_ssim": m["model_mean_of_n"]["ssim"], "test_ssim_ci95": m["model_mean_of_n"]["ssim_ci95"],
+            "best_of_n_psnr": m["model_best_psnr"]["psnr"], "best_of_n_ssim": m["model_best_ssim"]["ssim"],
+            "prior_mean_psnr": m["model_prior_mean"]["psnr"],
+            "copy_last_psnr": m["baseline_copy_last"]["psnr"], "copy_last_ssim": m["baseline_copy_last"]["ssim"],
+            "n_samples": ev["n_samples"], "n_sequences": ev["n_sequences"]}
+
+
+def write_report(study_path: Path, out: Path, report_dir: Path, runs: dict[str, Run],
+                 by_factor: dict[str, list[str]], factors: list[Factor]) -> Path:
+    """report.md and its figures in ``report_dir``; figures and GIFs are copied there so the folder stands alone."""
+    from .viz import plot_eval_per_frame, plot_runs
+    figures = report_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    numbers = {rid: run_numbers(Path(r.cfg.log_dir)) for rid, r in runs.items()}
+    any_run = next(iter(numbers.values()))
+    lines = [f"# Ablation study: {study_path.name}", "",
+             f"Generated by `cvae-ablate --study {study_path.as_posix()}` from the runs in `{out.as_posix()}`. "
+             f"Every number below is read from the runs' `metrics.jsonl` and `eval.json`.", "",
+             f"Test: lab protocol on the test split ({any_run['n_sequences']} sequences), "
+             f"{any_run['n_samples']} samples per sequence; PSNR in dB, mean of N samples ± 95% confidence "
+             f"half-width over sequences. Best-of-N picks the best sample per sequence (by PSNR for the PSNR column, "
+             f"by SSIM for the SSIM column). Prior mean: z fixed at the prior's mean.", ""]
+    for f in factors:
+        slug = _slug(f.name.lower())
+        ids = by_factor[f.name]
+        lines += [f"## {f.name} (`{f.key}`)", "",
+                  "| setting | run | best val PSNR | test PSNR | test SSIM | best-of-N PSNR | best-of-N SSIM "
+                  "| prior-mean PSNR | copy-last PSNR | minutes |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for label, rid in zip(f.labels, ids):
+            n = numbers[rid]
+            lines.append(f"| {label} | `{rid}` | {n['best_val_psnr']:.2f} | {n['test_psnr']:.2f} ± "
+                         f"{n['test_psnr_ci95']:.2f} | {n['test_ssim']:.4f} ± {n['test_ssim_ci95']:.4f} | "
+                         f"{n['best_of_n_psnr']:.2f} | {n['best_of_n_ssim']:.4f} | {n['prior_mean_psnr']:.2f} | "
+                         f"{n['copy_last_psnr']:.2f} | {n['train_minutes']:.1f} |")
+        curves = plot_runs({label: _records(Path(runs[rid].cfg.log_dir)) for label, rid in zip(f.labels, ids)},
+                           figures / f"{slug}_curves.png", title=f.name)
+        per_frame = {}
+        for label, rid in zip(f.labels, ids):
+            ev = json.loads((Path(runs[rid].cfg.log_dir) / "eval.json").read_text())
+            per_frame[label] = ev["methods"]["model_mean_of_n"]
+        per_frame["copy last frame"] = ev["methods"]["baseline_copy_last"]
+        frames = plot_eval_per_frame(per_frame, figures / f"{slug}_per_frame.png", n_past=ev["n_past"],
+                                     title=f"{f.name}: test metrics per predicted frame")
+        lines += ["", f"![{f.name}: curves]({curves.relative_to(report_dir).as_posix()})", "",
+                  f"![{f.name}: per frame]({frames.relative_to(report_dir).as_posix()})", ""]
+    lines += ["## Runs", "", "Each run's own training curves, its prediction grid for the first GIF sequence "
+              "(top row ground truth, then the best sample by SSIM and further samples), and its GIF.", ""]
+    for rid, r in runs.items():
+        log_dir = Path(r.cfg.log_dir)
+        changes = ", ".join(f"`{k} = {v}`" for k, v in r.diff.items()) or "the base config"
+        lines += [f"### `{rid}`", "", f"Changes: {changes}.", ""]
+        shutil.copyfile(log_dir / "training_curves.png", figures / f"{rid}_training_curves.png")
+        lines += [f"![{rid} training curves](figures/{rid}_training_curves.png)", ""]
+        grids = sorted((log_dir / "gifs").glob("*_grid.png"))
+        gifs = sorted((log_dir / "gifs").glob("*.gif"))
+        if grids:
+            shutil.copyfile(grids[0], figures / f"{rid}_{grids[0].name}")
+            lines += [f"![{rid} predictions](figures/{rid}_{grids[0].name})", ""]
+        if gifs:
+            shutil.copyfile(gifs[0], figures / f"{rid}_{gifs[0].name}")
+            lines += [f"GIF: [figures/{rid}_{gifs[0].name}](figures/{rid}_{gifs[0].name}) "
+                      f"(all: `{(log_dir / 'gifs').as_posix()}`)", ""]
+    report = report_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    (report_dir / "study.json").write_text(json.dumps({"runs": numbers, "factors": by_factor}, indent=2) + "\n")
+    return report
+
+
+def ablate(study: str | Path, out: str | Path, report_dir: str | Path | None = None, progress: bool = True) -> Path:
+    study = Path(study)
+    out = Path(out)
+    settings, factors = load_study(study)
+    runs, by_factor = plan_runs(settings["base"], factors, out)
+    if progress:
+        print(f"study {study}: {len(runs)} runs ({', '.join(runs)}) in {out}", flush=True)
+    for run in runs.values():
+        execute(run, settings["n_samples"], settings["gif_indices"], settings["eval_batch_size"], progress)
+    return write_report(study, out, Path(report_dir or out), runs, by_factor, factors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="cvae-ablate", description="Run an ablation study and write its report.")
+    p.add_argument("--study", required=True, help="study TOML file (see configs/study.toml)")
+    p.add_argument("--out", default="runs/study", help="folder of the study's runs")
+    p.add_argument("--report_dir", default=None, help="where report.md and its figures go (default: --out)")
+    p.add_argument("--no_progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        report = ablate(args.study, args.out, args.report_dir, progress=not args.no_progress)
+    except CvaeError as e:
+        print(f"cvae-ablate: error: {e}", file=sys.stderr)
+        return 1
+    print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""A CI-sized study: two runs of a few steps, and a report whose numbers are the runs' own."""
+
+import json
+import re
+
+import pytest
+
+from cvae_video import ablate
+from cvae_video.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def study(synth_root, tmp_path_factory):
+    d = tmp_path_factory.mktemp("study")
+    (d / "base.toml").write_text(f'''
+data_root = "{synth_root.as_posix()}"
+backbone = "dcgan"
+width = 0.125
+g_dim = 16
+z_dim = 4
+rnn_size = 16
+batch_size = 4
+num_workers = 0
+n_future = 4
+n_eval = 4
+niter = 2
+epoch_size = 2
+''')
+    (d / "study.toml").write_text('''
+base = "base.toml"
+n_samples = 3
+gif_indices = [1]
+eval_batch_size = 8
+[overrides]
+epoch_size = 3
+[[factors]]
+name = "Teacher forcing"
+key = "tfr"
+values = [1.0, 0.0]
+labels = ["on", "off"]
+''')
+    report = ablate.ablate(d / "study.toml", d / "runs", d / "report", progress=False)
+    return d, report
+
+
+def _table_rows(text):
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| setting")]
+
+
+def test_report_numbers_equal_the_runs_own_logs(study):
+    d, report = study
+    text = report.read_text()
+    rows = _table_rows(text)
+    assert [r[0] for r in rows] == ["on", "off"]
+    for row in rows:
+        run_dir = d / "runs" / row[1].strip("`")
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert len(records) == 2 and records[-1]["step"] == 6  # the override (epoch_size 3) applied
+        assert float(row[2]) == round(max(r["val_psnr"] for r in records), 2)
+        ev = json.loads((run_dir / "eval.json").read_text())
+        test_psnr = float(row[3].split("±")[0])
+        assert test_psnr == round(ev["methods"]["model_mean_of_n"]["psnr"], 2)
+        assert float(row[8]) == round(ev["methods"]["baseline_copy_last"]["psnr"], 2)
+    for img in re.findall(r"\]\((figures/[^)]+)\)", text):
+        assert (report.parent / img).is_file(), img
+
+
+def test_finished_runs_are_not_trained_again(study, monkeypatch):
+    d, _ = study
+    import cvae_video.train as train_mod
+
+    def fail(*a, **k):
+        raise AssertionError("a finished run was trained again")
+    monkeypatch.setattr(train_mod, "train", fail)
+    ablate.ablate(d / "study.toml", d / "runs", d / "report", progress=False)
+
+
+def test_bad_study_files(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('base = "x.toml"\n[[factors]]\nname = "a"\nkey = "no_such_key"\nvalues = [1]\n')
+    with pytest.raises(ConfigError, match="unknown config key 'no_such_key'"):
+        ablate.load_study(f)
+    f.write_text('base = "x.toml"\nfactorz = 1\n')
+    with pytest.raises(ConfigError, match="unknown key"):
+        ablate.load_study(f)
