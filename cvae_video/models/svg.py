@@ -28,6 +28,7 @@ from .backbones import BACKBONES, build_backbone
 from .rnn import GaussianLSTM, PredictorLSTM, gaussian_kl, reparameterize
 
 PRIORS = ("fixed", "learned")
+OUTPUTS = ("direct", "compose")
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,13 @@ class ModelConfig:
     prior_rnn_layers: int = 1
     predictor_rnn_layers: int = 2
     last_frame_skip: bool = False
+    output: str = "direct"      # "direct": decoder -> 3 channels + sigmoid (SVG); "compose": see CVAE
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
         for name in ("g_dim", "z_dim", "rnn_size", "posterior_rnn_layers", "prior_rnn_layers",
@@ -65,7 +69,9 @@ class CVAE(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder, self.decoder = build_backbone(cfg.backbone, cfg.g_dim, cfg.channels, cfg.width)
+        self.compose = cfg.output == "compose"
+        self.encoder, self.decoder = build_backbone(cfg.backbone, cfg.g_dim, cfg.channels, cfg.width,
+                                                    cfg.channels + 1 if self.compose else cfg.channels)
         self.predictor = PredictorLSTM(cfg.g_dim + cfg.z_dim + cfg.cond_dim, cfg.g_dim, cfg.rnn_size,
                                        cfg.predictor_rnn_layers)
         self.posterior = GaussianLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.posterior_rnn_layers)
@@ -73,16 +79,34 @@ class CVAE(nn.Module):
                       if cfg.prior == "learned" else None)
 
     # ---- frame-level helpers: time folded into the batch -------------------------------------------------
+    def encode_frames(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x (N, C, H, W) -> h (N, g_dim) and the skip features; with ``compose`` the frame itself is the last."""
+        h, skips = self.encoder(x)
+        return h, (skips + [x] if self.compose else skips)
+
+    def render(self, g: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """g (N, g_dim) and skip features -> frames (N, C, H, W) in [0, 1].
+
+        ``direct``: the decoder's sigmoid output. ``compose``: the decoder also emits a mask m, and the frame is
+        m * (skip frame) + (1 - m) * (decoded colours), so unchanged pixels can be copied exactly from the frame
+        the skips come from (compositing as in Finn et al. 2016); the skip frame is the last skip entry.
+        """
+        if not self.compose:
+            return self.decoder(g, skips)
+        out = self.decoder(g, skips[:-1])
+        rgb, mask = out[:, :-1], out[:, -1:]
+        return mask * skips[-1] + (1 - mask) * rgb
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """x (B, L, C, H, W) -> h (B, L, g_dim) and skips [(B, L, c_i, h_i, w_i)] in one encoder call."""
         B, L = x.shape[:2]
-        h, skips = self.encoder(x.flatten(0, 1))
+        h, skips = self.encode_frames(x.flatten(0, 1))
         return h.unflatten(0, (B, L)), [s.unflatten(0, (B, L)) for s in skips]
 
     def decode(self, g: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
         """g (B, L, g_dim), skips [(B, L, ...)] -> frames (B, L, C, H, W) in one decoder call."""
         B, L = g.shape[:2]
-        x = self.decoder(g.flatten(0, 1), [s.flatten(0, 1) for s in skips])
+        x = self.render(g.flatten(0, 1), [s.flatten(0, 1) for s in skips])
         return x.unflatten(0, (B, L))
 
     def _skip_index(self, t: int, n_past: int) -> int:
@@ -130,7 +154,7 @@ class CVAE(nn.Module):
         skip_fixed = [s[:, n_past - 1] for s in skips]
         keep = tf[:, None]
         for t in range(n_seq + 1, T):
-            h_pred, skip_pred = self.encoder(prev)
+            h_pred, skip_pred = self.encode_frames(prev)
             h_prev = torch.where(keep, h[:, t - 1], h_pred)
             if self.cfg.last_frame_skip:
                 skip = [torch.where(keep[:, :, None, None], s[:, t - 1], sp) for s, sp in zip(skips, skip_pred)]
@@ -138,7 +162,7 @@ class CVAE(nn.Module):
                 skip = skip_fixed
             (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
             g_t, p_state = self.predictor(torch.cat([h_prev, z[:, t - 1], cond[:, t]], -1), p_state)
-            prev = self.decoder(g_t, skip)
+            prev = self.render(g_t, skip)
             x_hat.append(prev[:, None])
             mu_ps.append(mu_p[:, None])
             logvar_ps.append(logvar_p[:, None])
@@ -190,10 +214,10 @@ class CVAE(nn.Module):
         for t in range(n_past, T):
             (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
             g_t, p_state = self.predictor(torch.cat([h_prev, draw(mu_p, logvar_p), cond[:, t]], -1), p_state)
-            x_t = self.decoder(g_t, skips)
+            x_t = self.render(g_t, skips)
             out.append(x_t)
             if t < T - 1:
-                h_prev, skip_t = self.encoder(x_t)
+                h_prev, skip_t = self.encode_frames(x_t)
                 if self.cfg.last_frame_skip:
                     skips = skip_t
         return torch.stack(out, 1).unflatten(0, (B, S))
