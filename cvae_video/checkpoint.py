@@ -10,6 +10,8 @@ import os
 import pickle
 import random
 import tempfile
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +60,18 @@ def set_rng_state(state: dict) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, write) -> None:
-    """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then rename it over ``path``."""
+    """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then rename it over ``path``.
+
+    A process killed at any moment leaves either the old or the new ``path``, never a mix, and perhaps a
+    ``.<name>.*.tmp`` file that :func:`remove_stale_temp_files` cleans up.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            _test_pause_before_rename()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -73,6 +80,22 @@ def atomic_write_bytes(path: str | os.PathLike, write) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _test_pause_before_rename() -> None:
+    """Test hook: ``CVAE_VIDEO_TEST_SLOW_SAVE=SECONDS`` sleeps between writing a temp file and renaming it, so
+    tests can kill a process in the middle of a save. Unset in normal use."""
+    seconds = os.environ.get("CVAE_VIDEO_TEST_SLOW_SAVE")
+    if seconds:
+        time.sleep(float(seconds))
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files (``.<name>.*.tmp``) that writes into ``folder`` left behind when their process died."""
+    stale = [p for p in Path(folder).glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra) -> None:
@@ -88,19 +111,33 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)   # "pickle protocol N" notes from the safe unpickler
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused to load: the file holds objects other than tensors and plain "
-                              f"values (a checkpoint never does; it may run code if loaded unsafely). "
-                              f"Detail: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"{path}: refused to load: the file holds pickled objects other than tensors and "
+                              f"plain values ({_refusal_detail(e)}); unpickling them could run arbitrary code, "
+                              f"and a cvae_video checkpoint never holds any. Do not load this file unless you "
+                              f"trust where it came from") from None
     except Exception as e:
         raise CheckpointError(f"{path}: not a readable checkpoint ({e.__class__.__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    found = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if isinstance(found, str) and found.startswith(FORMAT.split("/")[0] + "/") and found != FORMAT:
+        raise CheckpointError(f"{path}: written by another version of cvae_video (format {found!r}; this version "
+                              f"reads {FORMAT!r})")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cvae_video checkpoint (format "
                               f"{ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r}, "
                               f"expected {FORMAT!r})")
     return ckpt
+
+
+def _refusal_detail(e: Exception) -> str:
+    """The line of torch's weights-only refusal that says what was refused (e.g. ``GLOBAL posix.system``)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return next((line.rstrip(".") for line in lines if "GLOBAL" in line or "Unsupported" in line),
+                "not a plain value")
 
 
 def load_model_state(model: nn.Module, state: dict, source: str = "checkpoint") -> None:

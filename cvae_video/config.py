@@ -39,6 +39,7 @@ class TrainConfig:
     niter: int = 300
     epoch_size: int = 600
     grad_clip: float = 0.0              # max grad norm; 0 = off
+    lr_schedule: str = "constant"       # "constant" or "cosine" (down to 5% of lr at the end of training)
     # teacher forcing (per epoch)
     tfr: float = 1.0
     tfr_start_decay_epoch: int = 0
@@ -102,6 +103,7 @@ class TrainConfig:
             ("lr", self.lr > 0, "must be > 0"),
             ("beta1", 0 <= self.beta1 < 1, "must be in [0, 1)"),
             ("optimizer", self.optimizer in OPTIMIZERS, f"must be one of {OPTIMIZERS}"),
+            ("lr_schedule", self.lr_schedule in ("constant", "cosine"), "must be 'constant' or 'cosine'"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
             ("niter", self.niter >= 1, "must be >= 1"),
             ("epoch_size", self.epoch_size >= 1, "must be >= 1"),

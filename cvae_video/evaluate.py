@@ -26,7 +26,7 @@ from . import metrics
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data.dataset import ConditionStats, VideoDataset
 from .errors import CvaeError, DataError
-from .runtime import autocast, resolve_device
+from .runtime import autocast, derive_seed, resolve_device
 
 PROTOCOLS = {"lab": (2, 10), "svg": (2, 28)}
 
@@ -42,13 +42,16 @@ def score_split(model, loader, device: torch.device, n_past: int, n_future: int,
     """Per-frame PSNR/SSIM of every sequence of ``loader``.
 
     Returns arrays: ``psnr``/``ssim`` (N, S, F) of the model's samples, ``base_psnr``/``base_ssim`` (N, F) of
-    copy-last-frame. Deterministic given ``seed`` (latent draws use their own generator).
+    copy-last-frame. Deterministic given ``seed``: each batch draws its latents from its own generator, seeded
+    with (seed, index of the batch's first sequence), so a batch scores the same whichever batches ran before it
+    or in other processes (``distributed.shard_loader``).
     """
     model.eval()
     amp = amp or nullcontext()
-    gen = torch.Generator(device).manual_seed(seed)
+    gen = torch.Generator(device)
     out = {"psnr": [], "ssim": [], "base_psnr": [], "base_ssim": []}
     for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+        gen.manual_seed(derive_seed(seed, int(batch["index"][0])))
         x = frames_to_float(batch["frames"].to(device))             # (B, T, C, H, W)
         cond = batch["cond"].to(device)
         gt = x[:, n_past:n_past + n_future]                         # (B, F, C, H, W)
@@ -62,6 +65,9 @@ def score_split(model, loader, device: torch.device, n_past: int, n_future: int,
         base = metrics.copy_last_baseline(x[:, :n_past + n_future], n_past)
         out["base_psnr"].append(metrics.psnr(base, gt).cpu())
         out["base_ssim"].append(metrics.ssim(base, gt).cpu())
+    if not out["psnr"]:   # an empty loader (a process's share of a small split)
+        return {"psnr": np.zeros((0, n_samples, n_future)), "ssim": np.zeros((0, n_samples, n_future)),
+                "base_psnr": np.zeros((0, n_future)), "base_ssim": np.zeros((0, n_future))}
     return {k: torch.cat(v).numpy().astype(np.float64) for k, v in out.items()}
 
 

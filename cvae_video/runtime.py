@@ -48,3 +48,8 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def derive_seed(*keys: int) -> int:
+    """A 64-bit seed that is a well-mixed function of integer ``keys`` (e.g. seed, stream, epoch, rank)."""
+    return int(np.random.SeedSequence([k % 2**64 for k in keys]).generate_state(1, np.uint64)[0])

@@ -3,6 +3,7 @@
 Per epoch: ``epoch_size`` iterations with a tqdm bar, validation PSNR with the lab protocol on the validate
 split (every ``val_every`` epochs), one JSON line in ``metrics.jsonl``, ``last.pt``, ``best.pt`` (by validation
 PSNR), the training-curve plot and a prediction grid. Everything is written atomically.
+Under ``torchrun`` the same loop trains with DistributedDataParallel; see :mod:`cvae_video.distributed`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,17 +23,19 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from . import config as config_mod
-from .checkpoint import atomic_write_bytes, load_checkpoint, load_model_state, rng_state, save_checkpoint, \
-    set_rng_state
+from . import distributed
+from .checkpoint import atomic_write_bytes, load_checkpoint, load_model_state, remove_stale_temp_files, \
+    rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .data.dataset import VideoDataset, WindowSampler
-from .errors import ConfigError, CvaeError, DataError
-from .evaluate import frames_to_float, make_loader, score_split
+from .data.dataset import BadTrajectory, ConditionStats, VideoDataset, WindowSampler
+from .errors import CheckpointError, ConfigError, CvaeError, DataError
+from .evaluate import frames_to_float, score_split
 from .models.svg import CVAE
-from .runtime import autocast, grad_scaler, resolve_device, seed_everything
-from .schedules import kl_weight, teacher_forcing_ratio
+from .runtime import autocast, derive_seed, grad_scaler, seed_everything
+from .schedules import kl_weight, learning_rate, teacher_forcing_ratio
 
 KEEP_PICTURES = 5
+_LOADER_STREAM = 3   # derive_seed tag of the training loader's generator (distributed.py uses 1 and 2)
 
 
 def resolve_data_root(cfg: TrainConfig) -> Path:
@@ -60,27 +64,45 @@ class NonFiniteLoss(CvaeError):
     pass
 
 
-def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, beta: float, tfr: float, device, amp) -> dict:
-    """One optimisation step; returns the step's scalar logs (floats)."""
+def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, beta: float, tfr: float, device, amp,
+               tf_generator: torch.Generator | None = None,
+               ctx: distributed.Context = distributed.Context()) -> dict:
+    """One optimisation step; returns the step's scalar logs (floats), averaged over the ranks of ``ctx``. The
+    teacher-forcing decision comes from ``tf_generator``, or the global torch RNG if None.
+
+    A non-finite loss never reaches the model: the step is not taken (the caller stops the run or counts the
+    skip), and with ``cfg.skip_nonfinite`` the BatchNorm statistics that its forward pass moved are put back.
+    """
     model.train()
+    buffers = [b.detach().clone() for b in model.buffers()] if cfg.skip_nonfinite > 0 else None
     x = frames_to_float(batch["frames"].to(device, non_blocking=True))   # (B, T, C, H, W)
     cond = batch["cond"].to(device, non_blocking=True)                    # (B, T, cond_dim)
     if cfg.tf_per_sample:
-        teacher_forcing = torch.rand(x.shape[0]) < tfr
+        teacher_forcing = torch.rand(x.shape[0], generator=tf_generator) < tfr
     else:
-        teacher_forcing = bool(torch.rand(()) < tfr)
+        teacher_forcing = bool(torch.rand((), generator=tf_generator) < tfr)
     with amp:
         out = model(x, cond, cfg.n_past, teacher_forcing)
     loss = out["recon"] + beta * out["kl"]     # recon and kl: sums over steps (see CVAE.forward)
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    scaler.scale(loss).backward()   # before the check, so that under DDP every rank runs the same collectives
+    n_steps = x.shape[1] - 1
+    logs = {"loss": loss.item(), "mse": out["recon"].item() / n_steps, "kl": out["kl"].item() / n_steps}
+    # the global batch's: a non-finite loss on any rank skips the step on all of them, whose gradients DDP shares
+    logs = distributed.average_logs(logs, ctx)
+    if not math.isfinite(logs["loss"]):
+        optimizer.zero_grad(set_to_none=True)
+        if buffers is not None:
+            with torch.no_grad():
+                for b, saved in zip(model.buffers(), buffers):
+                    b.copy_(saved)
+        return logs
     if cfg.grad_clip > 0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    n_steps = x.shape[1] - 1
-    return {"loss": loss.item(), "mse": out["recon"].item() / n_steps, "kl": out["kl"].item() / n_steps}
+    return logs
 
 
 def _read_records(path: Path) -> list[dict]:
@@ -94,20 +116,121 @@ def _write_records(path: Path, records: list[dict]) -> None:
     atomic_write_bytes(path, lambda f: f.write(text))
 
 
+RUN_FILES = ("config.toml", "metrics.jsonl", "last.pt", "best.pt", "training_curves.png", "data_report.json")
+
+
 def _prepare_log_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
+    """The run folder, refused if it holds another run (unless resuming or overwriting), without stale temp files."""
     log_dir = Path(cfg.log_dir)
-    saved = log_dir / "config.toml"
-    if saved.is_file() and not (resume or overwrite):
-        old = config_mod.load_toml(saved)
-        differs = [k for k, v in cfg.to_dict().items() if old.get(k) != v]
-        what = f"a different config (differs in: {', '.join(differs)})" if differs else "a run with this config"
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
+    present = [name for name in RUN_FILES if (log_dir / name).is_file()]
+    if present and not (resume or overwrite):
+        try:
+            old = config_mod.load_toml(log_dir / "config.toml")
+            differs = [k for k, v in cfg.to_dict().items() if old.get(k) != v]
+            what = (f"a run with a different config (differs in: {', '.join(differs)})" if differs
+                    else "a run with this config")
+        except ConfigError:
+            what = f"a run ({', '.join(present)})"
         raise ConfigError(f"--log_dir {log_dir} already holds {what}; pass --resume to continue it or "
                           f"--overwrite to start over")
     if overwrite and log_dir.is_dir():
-        for name in ("metrics.jsonl", "last.pt", "best.pt", "config.toml"):
+        for name in RUN_FILES:
             (log_dir / name).unlink(missing_ok=True)
+        for p in (log_dir / "pictures").glob("epoch*_seq*.png"):
+            p.unlink()
     (log_dir / "pictures").mkdir(parents=True, exist_ok=True)
+    for folder in (log_dir, log_dir / "pictures"):   # left by a process killed while writing
+        remove_stale_temp_files(folder)
     return log_dir
+
+
+def _resume_checkpoint(cfg: TrainConfig, resume: bool | str | os.PathLike) -> Path | None:
+    """The checkpoint to continue: ``resume`` True means ``log_dir/last.pt``; None starts from scratch."""
+    if resume is False:
+        return None
+    path = Path(cfg.log_dir) / "last.pt" if resume is True else Path(resume)
+    if path.is_dir():
+        path = path / "last.pt"
+    if path.is_file():
+        return path
+    if path.name == "last.pt" and (path.parent / "config.toml").is_file():
+        print(f"cvae-train: {path.parent} has no last.pt yet (it stopped in its first epoch); starting from "
+              f"epoch 1", file=sys.stderr)
+        return None
+    raise ConfigError(f"--resume: {path} not found; nothing to resume")
+
+
+def _check_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
+    missing = [k for k in ("train_config", "cond_stats", "epoch", "step", "best_val_psnr", "optimizer", "scaler",
+                           "rng") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: cannot resume from it: it lacks {', '.join(missing)} (only last.pt and "
+                              f"best.pt of cvae-train hold a run's full state)")
+    config_mod.check_resume_changes(ckpt["train_config"], cfg, str(path))
+
+
+def _last_good_text(last_good: tuple | None, step: int) -> str:
+    if last_good is None:
+        return f"and no checkpoint was written before step {step} (the first epoch had not finished)"
+    path, epoch, at = last_good
+    return (f"the last good checkpoint is {path} (end of epoch {epoch + 1}, step {at}); "
+            f"`cvae-train --resume {path}` continues from it")
+
+
+def _stop_on_bad_frame(batches, last_good):
+    """The batches of ``batches``; a frame found broken only when read stops the run with a message naming the
+    file and ``last_good()`` (under DataLoader workers the error arrives wrapped, with its traceback as text)."""
+    it = iter(batches)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except DataError as e:
+            lines = [line for line in str(e).splitlines() if line.strip()]
+            text = re.sub(r"^[\w.]*DataError: ", "", lines[-1]) if lines else repr(e)
+            raise DataError(f"{text}; training stopped, {last_good()}") from None
+        yield batch
+
+
+def _keep_rng(device: torch.device):
+    """A block that leaves the global RNG where it was: validation and pictures draw random numbers (DataLoader
+    seeds), which must not shift the training's stream, or a resumed run would not repeat an uninterrupted one."""
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=cuda)
+
+
+def _open_data(root: Path, cfg: TrainConfig, stats: ConditionStats | None, log_dir: Path | None):
+    """The training and validation sets, every frame checked at start-up; bad trajectories stop the run (naming
+    the first bad file) or, with ``on_bad_sample = "skip"``, are left out, counted and listed in data_report.json."""
+    splits = {}
+    for split, seq_len in (("train", cfg.n_past + cfg.n_future), ("validate", cfg.n_past + cfg.n_eval)):
+        try:
+            splits[split] = VideoDataset(root, split, seq_len, stats=stats, check_frames=True,
+                                         on_bad_sample=cfg.on_bad_sample)
+        except BadTrajectory as e:
+            raise BadTrajectory(f"{e} (`cvae-data check --data_root {root}` lists every problem; "
+                                f"--on_bad_sample skip trains without the bad trajectories)") from None
+        if stats is None:
+            stats = splits[split].stats
+    if log_dir is not None:
+        report = {"on_bad_sample": cfg.on_bad_sample, "data_root": str(root),
+                  "splits": {split: {"trajectories": len(ds), "skipped": len(ds.skipped),
+                                     "problems": {str(t): why for t, why in ds.skipped.items()}}
+                             for split, ds in splits.items()}}
+        atomic_write_bytes(log_dir / "data_report.json", lambda f: f.write(json.dumps(report, indent=1).encode()))
+        for split, ds in splits.items():
+            if ds.skipped:
+                first = next(iter(ds.skipped.values()))
+                print(f"cvae-train: skipped {len(ds.skipped)} of {len(ds) + len(ds.skipped)} {split} trajectories "
+                      f"as bad (first: {first}); the list is in {log_dir / 'data_report.json'}", file=sys.stderr)
+    val_ds = splits["validate"]
+    if cfg.val_sequences:
+        val_ds = Subset(val_ds, range(min(cfg.val_sequences, len(val_ds))))
+    return splits["train"], val_ds
 
 
 def _save_pictures(model, val_ds, cfg, device, amp, epoch: int, log_dir: Path) -> None:
@@ -131,17 +254,33 @@ def _save_pictures(model, val_ds, cfg, device, amp, epoch: int, log_dir: Path) -
             p.unlink()
 
 
-def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
-    """Train a model; returns the last metrics record. ``resume`` continues ``cfg.log_dir/last.pt``."""
-    device = resolve_device(cfg.device, cfg.cuda)
-    log_dir = _prepare_log_dir(cfg, resume, overwrite)
+def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False, overwrite: bool = False,
+          progress: bool = True, stop_after_epoch: int | None = None) -> dict:
+    """Train a model; returns the last metrics record.
+
+    ``resume``: True continues ``cfg.log_dir/last.pt``, a path continues that checkpoint: model, optimizer,
+    epoch, step, schedules, RNG states and best PSNR, so that on the CPU the run repeats an uninterrupted one
+    bit for bit. A larger ``cfg.niter`` extends the run; the KL schedule keeps the length of the run as first
+    started. ``stop_after_epoch``: return after that (zero-based) epoch as if the process had been stopped there;
+    tests use it to compare an interrupted and resumed run with a straight one under the same config.
+    """
+    ctx = distributed.setup(cfg)   # under torchrun: this process's rank and device; else rank 0 of 1
+    device, progress = ctx.device, progress and ctx.is_main
+    with distributed.main_first(ctx):
+        log_dir = _prepare_log_dir(cfg, resume is not False, overwrite) if ctx.is_main else Path(cfg.log_dir)
+    ckpt_path = _resume_checkpoint(cfg, resume)
+    ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
+    if ckpt is not None:
+        _check_resumable(ckpt, cfg, ckpt_path)
+    if ctx.is_main:   # first, so that a run folder with any file of a run also has its config
+        text = config_mod.to_toml(cfg).encode()
+        atomic_write_bytes(log_dir / "config.toml", lambda f: f.write(text))
     seed_everything(cfg.seed)
-    root = resolve_data_root(cfg)
+    with distributed.main_first(ctx, per_machine=True):   # one process per machine makes the synthetic data
+        root = resolve_data_root(cfg)
     seq_len = cfg.n_past + cfg.n_future
-    train_ds = VideoDataset(root, "train", seq_len)
-    val_ds = VideoDataset(root, "validate", cfg.n_past + cfg.n_eval, stats=train_ds.stats)
-    if cfg.val_sequences:
-        val_ds = Subset(val_ds, range(min(cfg.val_sequences, len(val_ds))))
+    stats = ConditionStats.from_dict(ckpt["cond_stats"]) if ckpt else None   # the model's input normalisation
+    train_ds, val_ds = _open_data(root, cfg, stats, log_dir if ctx.is_main else None)
 
     model = CVAE(cfg.model_config(cond_dim=train_ds.conditions[0].shape[1])).to(device)
     if cfg.channels_last:
@@ -149,48 +288,74 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
     optimizer = build_optimizer(cfg, model.parameters())
     scaler = grad_scaler(device, cfg.precision)
     amp = autocast(device, cfg.precision)
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = distributed.wrap_model(model, cfg, ctx)   # sync_bn, DDP (several processes), torch.compile
 
     start_epoch, step, best = 0, 0, -math.inf
     records = []
-    if resume:
-        ckpt = load_checkpoint(log_dir / "last.pt")
-        load_model_state(model, ckpt["model"], str(log_dir / "last.pt"))
+    total_steps = cfg.niter * cfg.epoch_size      # the KL schedule's horizon
+    skipped_total = 0                              # batches with a non-finite loss, over the whole run
+    last_good = None                               # (checkpoint, epoch, step) a failure can point to
+    if ckpt is not None:
+        load_model_state(model, ckpt["model"], str(ckpt_path))
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, step, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["best_val_psnr"]
+        total_steps = ckpt.get("kl_total_steps", total_steps)
+        skipped_total = ckpt.get("skipped_nonfinite_total", 0)
+        records = ckpt["records"] if "records" in ckpt else _read_records(log_dir / "metrics.jsonl")[:start_epoch]
+        last_good = (ckpt_path, ckpt["epoch"], step)
         set_rng_state(ckpt["rng"])
-        records = _read_records(log_dir / "metrics.jsonl")[:start_epoch]
+        if ctx.is_main:   # metrics.jsonl may hold an epoch past last.pt if the process died between the writes
+            _write_records(log_dir / "metrics.jsonl", records)
+        if start_epoch >= cfg.niter:
+            print(f"cvae-train: {ckpt_path} already finished epoch {start_epoch} of {cfg.niter}; pass a larger "
+                  f"--niter to extend the run", file=sys.stderr)
 
     resolved = cfg.to_dict() | {"resolved_data_root": str(root)}
-    (log_dir / "config.toml").write_text(config_mod.to_toml(cfg))
     sampler = WindowSampler(train_ds.lengths, seq_len, cfg.epoch_size * cfg.batch_size, cfg.seed,
-                            random_window=cfg.train_window == "random")
+                            random_window=cfg.train_window == "random", rank=ctx.rank, world_size=ctx.world_size)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                        persistent_workers=cfg.num_workers > 0,
-                        generator=torch.Generator().manual_seed(cfg.seed))
-    val_loader = make_loader(val_ds, max(cfg.batch_size, 32), 0, device)
-    total_steps = cfg.niter * cfg.epoch_size
+                        persistent_workers=cfg.num_workers > 0, generator=torch.Generator())
+    val_loader = distributed.shard_loader(val_ds, cfg.val_batch_size, ctx, device)   # this rank's batches
     record = records[-1] if records else {}
 
     for epoch in range(start_epoch, cfg.niter):
+        if stop_after_epoch is not None and epoch > stop_after_epoch:
+            break
         t0 = time.time()
         sampler.set_epoch(epoch)
+        # the loader draws its workers' seeds from its generator: a function of (seed, epoch), as resume needs
+        loader.generator.manual_seed(derive_seed(cfg.seed, _LOADER_STREAM, epoch, ctx.rank))
+        distributed.seed_epoch(cfg.seed, epoch, ctx)
+        tf_generator = distributed.teacher_forcing_generator(cfg, epoch, ctx)
         tfr = teacher_forcing_ratio(epoch, cfg.tfr, cfg.tfr_start_decay_epoch, cfg.tfr_decay_step,
                                     cfg.tfr_lower_bound)
         sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0}
+        n_good = skipped = 0
         bar = tqdm(loader, total=cfg.epoch_size, desc=f"epoch {epoch + 1}/{cfg.niter}", leave=False,
                    disable=not progress, dynamic_ncols=True)
-        for batch in bar:
+        for batch in _stop_on_bad_frame(bar, lambda: _last_good_text(last_good, step)):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, total_steps, cfg.lr, cfg.lr_schedule)
             beta = kl_weight(step, total_steps, cfg.kl_anneal_cyclical, cfg.kl_anneal_ratio, cfg.kl_anneal_cycle,
                              cfg.kl_weight_max)
-            logs = train_step(step_model, optimizer, scaler, batch, cfg, beta, tfr, device, amp)
+            logs = train_step(step_model, optimizer, scaler, batch, cfg, beta, tfr, device, amp, tf_generator, ctx)
             if not math.isfinite(logs["loss"]):
-                raise NonFiniteLoss(f"non-finite loss {logs['loss']} at step {step} (epoch {epoch}); "
-                                    f"the last good checkpoint is {log_dir / 'last.pt'}"
-                                    + ("" if (log_dir / "last.pt").exists() else " (none written yet)"))
+                skipped_total += 1
+                where = f"step {step} (epoch {epoch + 1}/{cfg.niter})"
+                if skipped_total > cfg.skip_nonfinite:
+                    limit = (f"; more than --skip_nonfinite {cfg.skip_nonfinite} such batches in this run"
+                             if cfg.skip_nonfinite else " (--skip_nonfinite N skips up to N such batches)")
+                    raise NonFiniteLoss(f"non-finite loss ({logs['loss']}) at {where}{limit}; training stopped, "
+                                        f"{_last_good_text(last_good, step)}")
+                skipped += 1
+                print(f"cvae-train: non-finite loss ({logs['loss']}) at {where}: batch skipped "
+                      f"({skipped_total} of --skip_nonfinite {cfg.skip_nonfinite})", file=sys.stderr)
+                step += 1
+                continue
             step += 1
+            n_good += 1
             for k in sums:
                 sums[k] += logs[k]
             bar.set_postfix(loss=f"{logs['loss']:.4f}", mse=f"{logs['mse']:.5f}", kl=f"{logs['kl']:.3f}",
@@ -199,30 +364,42 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
 
         val_psnr = None
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.niter:
-            scores = score_split(model, val_loader, device, cfg.n_past, cfg.n_eval, 1, "sample", cfg.seed, amp)
-            val_psnr = float(scores["psnr"].mean())
-        record = {"epoch": epoch, "step": step, **{k: v / cfg.epoch_size for k, v in sums.items()},
+            distributed.broadcast_buffers(model, ctx)   # every rank scores the model that rank 0 saves
+            with _keep_rng(device):
+                scores = score_split(model, val_loader, device, cfg.n_past, cfg.n_eval, 1, "sample", cfg.seed,
+                                     amp)
+            val_psnr = distributed.global_mean(scores["psnr"], ctx)   # over the whole split
+        record = {"epoch": epoch, "step": step, **{k: v / n_good if n_good else None for k, v in sums.items()},
                   "beta": beta, "tfr": tfr, "lr": optimizer.param_groups[0]["lr"], "val_psnr": val_psnr,
-                  "seconds": time.time() - t0}
+                  "skipped_nonfinite": skipped, "seconds": time.time() - t0}
         records.append(record)
         is_best = val_psnr is not None and val_psnr > best
         if is_best:
             best = val_psnr
+        if not ctx.is_main:
+            continue   # only rank 0 writes checkpoints, logs and pictures
+        # records hold plain numbers only (no tensors: nothing grows with the run but this list of floats)
         state = {"train_config": resolved, "cond_stats": train_ds.stats.to_dict(), "epoch": epoch, "step": step,
                  "best_val_psnr": best, "val_psnr": val_psnr, "optimizer": optimizer.state_dict(),
-                 "scaler": scaler.state_dict(), "rng": rng_state()}
-        save_checkpoint(log_dir / "last.pt", model, **state)
+                 "scaler": scaler.state_dict(), "rng": rng_state(), "kl_total_steps": total_steps,
+                 "skipped_nonfinite_total": skipped_total, "records": records}
+        # last.pt last: it is what a resume starts from, and a resumed epoch rewrites the other two identically
+        _write_records(log_dir / "metrics.jsonl", records)
         if is_best:
             save_checkpoint(log_dir / "best.pt", model, **state)
-        _write_records(log_dir / "metrics.jsonl", records)
+        save_checkpoint(log_dir / "last.pt", model, **state)
+        last_good = (log_dir / "last.pt", epoch, step)
         from .viz import plot_training_curves
         plot_training_curves(records, log_dir / "training_curves.png")
-        _save_pictures(model, val_ds, cfg, device, amp, epoch, log_dir)
+        with _keep_rng(device):
+            _save_pictures(model, val_ds, cfg, device, amp, epoch, log_dir)
         if progress:
             vp = f"{val_psnr:6.2f}" if val_psnr is not None else "   -  "
-            tqdm.write(f"epoch {epoch + 1:4d}/{cfg.niter}  loss {record['loss']:.4f}  mse {record['mse']:.5f}  "
-                       f"kl {record['kl']:.4f}  beta {beta:.3f}  tfr {tfr:.2f}  val_psnr {vp}  "
-                       f"{record['seconds']:.0f}s")
+            loss = (f"loss {record['loss']:.4f}  mse {record['mse']:.5f}  kl {record['kl']:.4f}"
+                    if n_good else "loss    -  ")
+            tqdm.write(f"epoch {epoch + 1:4d}/{cfg.niter}  {loss}  beta {beta:.3f}  tfr {tfr:.2f}  val_psnr {vp}  "
+                       + (f"skipped {skipped}  " if skipped else "") + f"{record['seconds']:.0f}s")
+    distributed.barrier(ctx)   # no rank returns before rank 0's files are written
     return record
 
 
@@ -230,23 +407,61 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cvae-train", description="Train the action-conditioned SVG video predictor.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     config_mod.add_arguments(p)
-    p.add_argument("--resume", action="store_true", help="continue the run in --log_dir from its last.pt")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="LOG_DIR|CKPT",
+                   help="continue a run from its last.pt: the run in --log_dir, the run folder LOG_DIR, or the "
+                        "checkpoint CKPT. The run's saved config.toml is the base that --config and flags "
+                        f"override; only {', '.join(config_mod.RESUME_MAY_CHANGE)} may change")
     p.add_argument("--overwrite", action="store_true", help="start over in an existing --log_dir")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 
 
+def resume_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
+    """The config and checkpoint of ``--resume [LOG_DIR | CKPT]``: defaults < the run's saved config (its
+    config.toml, else the checkpoint's) < --config file < flags given. The run stays in its folder."""
+    if args.resume is True:
+        from_file = config_mod.load_toml(args.config).get("log_dir") if args.config else None
+        log_dir = Path(args.log_dir or from_file or TrainConfig.log_dir)
+        ckpt = log_dir / "last.pt"
+    else:
+        target = Path(args.resume)
+        if not target.exists():
+            raise ConfigError(f"--resume {target}: no such run folder or checkpoint")
+        log_dir, ckpt = (target, target / "last.pt") if target.is_dir() else (target.parent, target)
+        if args.log_dir and Path(args.log_dir).resolve() != log_dir.resolve():
+            raise ConfigError(f"--resume {target} continues the run in {log_dir}, but --log_dir names "
+                              f"{args.log_dir}; give only one of them")
+    if (log_dir / "config.toml").is_file():
+        base = config_mod.load_toml(log_dir / "config.toml")
+    elif ckpt.is_file():
+        saved = load_checkpoint(ckpt).get("train_config", {})
+        base = {k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__}
+    else:
+        raise ConfigError(f"--resume: nothing to resume in {log_dir} (neither config.toml nor last.pt)")
+    cfg = config_mod.resolve(args, base)
+    cfg.log_dir = str(log_dir)
+    return cfg, ckpt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    cfg = None
     try:
-        cfg = config_mod.resolve(args)
-        train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+        if args.resume is False:
+            cfg, resume = config_mod.resolve(args), False
+        else:
+            cfg, resume = resume_config(args)
+        train(cfg, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
     except CvaeError as e:
         print(f"cvae-train: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("cvae-train: interrupted; last.pt holds the last finished epoch", file=sys.stderr)
+        where = f" {cfg.log_dir}" if cfg else ""
+        print(f"cvae-train: interrupted; last.pt holds the last finished epoch (`cvae-train --resume{where}` "
+              f"continues)", file=sys.stderr)
         return 130
+    finally:
+        distributed.teardown()
     return 0
 
 

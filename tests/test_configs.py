@@ -10,7 +10,8 @@ from cvae_video.models import CVAE
 from cvae_video.runtime import autocast, grad_scaler
 from cvae_video.train import build_optimizer, train_step
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+CONFIG_DIR = Path(__file__).parent.parent / "configs"
+CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.toml") if p.stem != "study")
 
 
 def test_configs_exist():
@@ -32,3 +33,11 @@ def test_config_builds_and_runs_one_step(path):
                       device=device, amp=autocast(device, cfg.precision))
     assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_study_plans_one_run_per_distinct_setting(tmp_path):
+    from cvae_video import ablate
+    settings, factors = ablate.load_study(CONFIG_DIR / "study.toml")
+    runs, by_factor = ablate.plan_runs(settings["base"], factors, tmp_path)
+    assert len(runs) == 1 + sum(len(f.values) - 1 for f in factors)  # the base run is shared
+    assert all(ids[0] == "base" for ids in by_factor.values())

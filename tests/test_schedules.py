@@ -40,3 +40,13 @@ def test_cyclical_kl_restarts_every_cycle():
 
 def test_schedules_are_pure_functions():
     assert kl_weight(123, 1000, True, 0.5, 3) == kl_weight(123, 1000, True, 0.5, 3)
+
+
+def test_learning_rate_schedules():
+    from cvae_video.schedules import learning_rate
+    assert learning_rate(500, 1000, 0.002) == 0.002
+    assert learning_rate(0, 1000, 0.002, "cosine") == pytest.approx(0.002)
+    assert learning_rate(500, 1000, 0.002, "cosine") == pytest.approx(0.002 * (0.05 + 0.95 * 0.5))
+    assert learning_rate(1000, 1000, 0.002, "cosine") == pytest.approx(0.002 * 0.05)
+    with pytest.raises(ValueError):
+        learning_rate(0, 10, 0.1, "linear")

@@ -1,0 +1,133 @@
+"""Resuming a run: an interrupted and resumed run repeats an uninterrupted one exactly; the forms of --resume;
+which config changes a resumed run accepts; checkpoints that do not fit the model fail with a clear message."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from cvae_video import config as config_mod
+from cvae_video import evaluate, train
+from cvae_video.checkpoint import load_checkpoint, load_model_state, model_from_checkpoint
+from cvae_video.errors import CheckpointError
+from cvae_video.models import CVAE, ModelConfig
+from cvae_video.schedules import kl_weight
+from conftest import TINY_FLAGS, TINY_MODEL
+
+NITER, EPOCH_SIZE = 2, 2
+# per-sample teacher forcing at 0.5 and a KL weight that rises over the whole run: both schedules and the
+# global RNG matter for every loss
+RUN_FLAGS = ["--niter", str(NITER), "--epoch_size", str(EPOCH_SIZE), "--tfr", "0.5", "--tf_per_sample",
+             "--kl_anneal_ratio", "1.0", "--seed", "5", "--n_pictures", "1", "--val_sequences", "2", *TINY_FLAGS]
+
+
+def make_cfg(root, log_dir, *extra) -> config_mod.TrainConfig:
+    args = train.build_parser().parse_args(["--data_root", str(root), "--log_dir", str(log_dir), *RUN_FLAGS,
+                                            *extra])
+    return config_mod.resolve(args)
+
+
+def metrics(log_dir) -> list[dict]:
+    return [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_seconds(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+@pytest.fixture(scope="module")
+def runs(synth_root, tmp_path_factory):
+    """(straight run, interrupted-after-epoch-1-then-resumed run, the latter's metrics before resuming)."""
+    base = tmp_path_factory.mktemp("resume")
+    straight, resumed = base / "straight", base / "resumed"
+    train.train(make_cfg(synth_root, straight), progress=False)
+    train.train(make_cfg(synth_root, resumed), progress=False, stop_after_epoch=0)
+    before = metrics(resumed)
+    train.train(make_cfg(synth_root, resumed), resume=True, progress=False)
+    return straight, resumed, before
+
+
+def test_resumed_run_repeats_the_uninterrupted_run_exactly(runs):
+    straight, resumed, before = runs
+    assert [r["epoch"] for r in before] == [0]
+    a, b = metrics(straight), metrics(resumed)
+    assert [r["epoch"] for r in a] == list(range(NITER))
+    assert without_seconds(a) == without_seconds(b)          # every loss, beta, tfr and PSNR, bit for bit
+    assert a[0]["beta"] != a[1]["beta"] and a[0]["loss"] != a[1]["loss"]
+    ca, cb = torch.load(straight / "last.pt", weights_only=True), torch.load(resumed / "last.pt", weights_only=True)
+    for k, v in ca["model"].items():
+        assert torch.equal(v, cb["model"][k]), k
+    for k, v in ca["optimizer"]["state"].items():
+        assert all(torch.equal(t, cb["optimizer"]["state"][k][n]) for n, t in v.items())
+    assert torch.equal(ca["rng"]["torch"], cb["rng"]["torch"])
+    assert (ca["step"], ca["best_val_psnr"]) == (cb["step"], cb["best_val_psnr"])
+
+
+def test_resume_forms_and_extending_niter(runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(runs[1], run)
+    # --resume LOG_DIR alone: the config comes from the run's config.toml; a larger niter extends the run
+    assert train.main(["--resume", str(run), "--niter", str(NITER + 1), "--no_progress"]) == 0
+    records = metrics(run)
+    assert [r["epoch"] for r in records] == list(range(NITER + 1))
+    assert without_seconds(records[:NITER]) == without_seconds(metrics(runs[0]))
+    # the KL schedule keeps the horizon of the run as first started (niter 2), not the extended one
+    last_step = records[-1]["step"] - 1
+    assert records[-1]["beta"] == kl_weight(last_step, NITER * EPOCH_SIZE, False, 1.0, 4)
+    assert records[-1]["beta"] != kl_weight(last_step, (NITER + 1) * EPOCH_SIZE, False, 1.0, 4)
+    assert config_mod.load_toml(run / "config.toml")["niter"] == NITER + 1
+    capsys.readouterr()
+    # --resume CKPT and bare --resume with --log_dir: nothing left to do, said so, nothing changed
+    for argv in (["--resume", str(run / "last.pt")], ["--resume", "--log_dir", str(run)]):
+        assert train.main([*argv, "--no_progress"]) == 0
+        assert "already finished epoch 3 of 3" in capsys.readouterr().err
+        assert len(metrics(run)) == NITER + 1
+
+
+def test_resume_refuses_changes_that_would_change_the_run(runs, tmp_path, capsys):
+    run = runs[1]
+    stamp = (run / "last.pt").stat().st_mtime_ns
+    assert train.main(["--resume", str(run), "--z_dim", "8", "--no_progress"]) == 1
+    err = capsys.readouterr().err
+    assert "model's shape cannot change" in err and "z_dim: the run has 4, now 8" in err
+    assert train.main(["--resume", str(run), "--lr", "0.01", "--no_progress"]) == 1
+    err = capsys.readouterr().err
+    assert "lr would change the training being continued" in err and "niter" in err
+    assert train.main(["--resume", str(run), "--log_dir", str(tmp_path / "other"), "--no_progress"]) == 1
+    assert "give only one of them" in capsys.readouterr().err
+    assert train.main(["--resume", str(tmp_path / "nothing"), "--no_progress"]) == 1
+    assert "no such run folder or checkpoint" in capsys.readouterr().err
+    assert train.main(["--resume", str(run), "--overwrite", "--no_progress"]) == 1
+    assert "contradict" in capsys.readouterr().err
+    assert (run / "last.pt").stat().st_mtime_ns == stamp
+
+
+def test_existing_log_dir_with_another_config_is_refused(runs, synth_root, capsys):
+    straight = runs[0]
+    rc = train.main(["--data_root", str(synth_root), "--log_dir", str(straight), *RUN_FLAGS, "--lr", "0.001"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "different config (differs in: lr)" in err and "--resume" in err and "--overwrite" in err
+
+
+def test_mismatched_checkpoint_names_the_sizes(runs, tmp_path, capsys):
+    ckpt = load_checkpoint(runs[0] / "last.pt")
+    wider = CVAE(ModelConfig(**(TINY_MODEL | {"z_dim": 8})))
+    with pytest.raises(CheckpointError, match=r"size mismatch in .*: checkpoint \(4, 16\) vs model \(8, 16\)"):
+        load_model_state(wider, ckpt["model"], "last.pt")
+    # weights that do not fit the config they claim: through the resume path, and through the model builder
+    run = tmp_path / "run"
+    shutil.copytree(runs[1], run)
+    forged = dict(ckpt, model=wider.state_dict())
+    torch.save(forged, run / "last.pt")
+    assert train.main(["--resume", str(run), "--no_progress"]) == 1
+    err = capsys.readouterr().err
+    assert "does not match the model" in err and "checkpoint (8, 16) vs model (4, 16)" in err
+    assert "Traceback" not in err
+    with pytest.raises(CheckpointError, match=r"checkpoint \(8, 16\) vs model \(4, 16\)"):
+        model_from_checkpoint(forged, "forged")
+    # a checkpoint written by another version of the format
+    torch.save(dict(ckpt, format="cvae_video.checkpoint/0"), tmp_path / "old.pt")
+    assert evaluate.main(["--ckpt", str(tmp_path / "old.pt")]) == 1
+    assert "written by another version of cvae_video" in capsys.readouterr().err
