@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import secrets
 import shutil
@@ -46,6 +45,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
 from . import layout
+from ._pool import run_with_progress
 
 PACKED_DIR = ".packed"
 FORMAT = "cvae_video.packed/1"
@@ -233,10 +233,6 @@ def _fill_frames(path: str, jobs: list[tuple[str, int, int]], image_size: int) -
     return n
 
 
-def _fill_frames_star(task) -> int:
-    return _fill_frames(*task)
-
-
 def pack_split(root: str | os.PathLike, split: str, image_size: int = layout.IMAGE_SIZE, workers: int = 1,
                force: bool = False, progress: bool = True) -> PackReport:
     """Write the packed cache of one split (skipped when already up to date, unless ``force``)."""
@@ -276,16 +272,7 @@ def pack_split(root: str | os.PathLike, split: str, image_size: int = layout.IMA
         jobs = [(str(trajs[k]), item["offset"], item["length"]) for k, item in enumerate(items)]
         tasks = [(str(tmp / FRAMES_FILE), jobs[a:a + chunk], image_size) for a in range(0, len(jobs), chunk)]
         with tqdm(total=total, desc=f"{split}: pack", unit="frame", disable=not progress) as bar:
-            if workers <= 1 or len(tasks) == 1:
-                for task in tasks:
-                    bar.update(_fill_frames(*task))
-            else:
-                # workers only run NumPy and PIL, so fork is safe whatever threads the parent has
-                methods = multiprocessing.get_all_start_methods()
-                ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-                with ctx.Pool(min(workers, len(tasks))) as pool:
-                    for n in pool.imap_unordered(_fill_frames_star, tasks):
-                        bar.update(n)
+            run_with_progress(_fill_frames, tasks, workers, bar)
         np.save(tmp / CONDITIONS_FILE, np.concatenate(conds).astype(np.float32, copy=False))
         index = {"format": FORMAT, "split": split, "image_size": image_size, "total_frames": total,
                  "n_trajectories": len(items), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

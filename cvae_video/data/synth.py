@@ -54,7 +54,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -67,6 +66,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
 from . import layout
+from ._pool import run_with_progress
 
 # bump when a change to the generator changes its output, so cached data sets are regenerated
 GENERATOR_VERSION = 1
@@ -571,10 +571,6 @@ def _write_range(root: str, split: str, start: int, stop: int, count: int, seed:
     return stop - start
 
 
-def _write_range_star(task) -> int:
-    return _write_range(*task)
-
-
 def is_complete(out: str | os.PathLike, n_train: int = N_TRAIN, n_validate: int = N_VALIDATE,
                 n_test: int = N_TEST, seed: int = 0, cfg: SynthConfig = SynthConfig()) -> bool:
     """True if ``out`` holds a finished data set written with exactly these counts, seed and config."""
@@ -629,17 +625,7 @@ def _write(out: Path, description: dict, cfg: SynthConfig, workers: int, progres
             (tmp / split).mkdir()
         args = [(str(tmp), split, a, b, n, seed, cfg) for split, a, b, n in tasks]
         with tqdm(total=sum(counts.values()), unit="traj", desc="push world", disable=not progress) as bar:
-            if workers == 1 or len(tasks) <= 1:
-                for task in args:
-                    bar.update(_write_range(*task))
-            else:
-                # fork needs no `if __name__ == "__main__"` guard in the caller's script; the workers only run
-                # NumPy and PIL, so a parent's threads (torch, BLAS) do not matter to them
-                methods = multiprocessing.get_all_start_methods()
-                ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-                with ctx.Pool(min(workers, len(tasks))) as pool:
-                    for n in pool.imap_unordered(_write_range_star, args):
-                        bar.update(n)
+            run_with_progress(_write_range, args, workers, bar)
         (tmp / CONFIG_FILE).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
         _publish(tmp, out, overwrite)
     except BaseException:

@@ -1,0 +1,29 @@
+"""Running data-writing tasks, in parallel when asked, with one progress bar."""
+
+from __future__ import annotations
+
+import multiprocessing
+from typing import Callable, Sequence
+
+
+def _star(packed):
+    func, task = packed
+    return func(*task)
+
+
+def run_with_progress(func: Callable[..., int], tasks: Sequence[tuple], workers: int, bar) -> None:
+    """Call ``func(*task)`` for every task and advance ``bar`` by each returned count.
+
+    With ``workers > 1`` the tasks run in a process pool. It forks where the platform can: no
+    ``if __name__ == "__main__"`` guard is needed in the caller's script, and the workers only run NumPy and PIL,
+    so a parent's threads (torch, BLAS) do not matter to them. ``func`` must be a module-level function.
+    """
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            bar.update(func(*task))
+        return
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ctx.Pool(min(workers, len(tasks))) as pool:
+        for n in pool.imap_unordered(_star, [(func, task) for task in tasks]):
+            bar.update(n)
