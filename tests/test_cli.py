@@ -115,3 +115,18 @@ def test_data_synth_cli(tmp_path, capsys):
                         "--n_test", "1", "--seq_len", "12"])
     assert rc == 0
     assert len(list((tmp_path / "d" / "train").glob("*/*/11.png"))) == 3
+
+
+def test_svg_protocol(run_dir, synth_root, tmp_path, capsys):
+    out = tmp_path / "svg.json"
+    assert evaluate.main(["--ckpt", str(run_dir / "best.pt"), "--data_root", str(synth_root), "--protocol", "svg",
+                          "--n_samples", "2", "--max_sequences", "4", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["n_future"] == 28 and len(r["methods"]["model_best_ssim"]["ssim_per_frame"]) == 28
+    from cvae_video.data import synth
+    short = tmp_path / "short"
+    synth.write_dataset(short, n_train=2, n_validate=1, n_test=2, seed=0, cfg=synth.SynthConfig(seq_len=12),
+                        progress=False)
+    capsys.readouterr()
+    assert evaluate.main(["--ckpt", str(run_dir / "best.pt"), "--data_root", str(short), "--protocol", "svg"]) == 1
+    assert "svg protocol" in capsys.readouterr().err

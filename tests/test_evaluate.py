@@ -1,0 +1,40 @@
+"""The numbers of an evaluation report: best-of-N, means and confidence intervals."""
+
+import math
+
+import numpy as np
+import scipy.stats
+
+from cvae_video.evaluate import report
+
+
+def _scores(seed=0, N=7, S=5, F=4):
+    rng = np.random.default_rng(seed)
+    return {"psnr": rng.normal(25, 2, (N, S, F)), "ssim": rng.uniform(0.5, 0.95, (N, S, F)),
+            "base_psnr": rng.normal(23, 1, (N, F)), "base_ssim": rng.uniform(0.5, 0.9, (N, F))}
+
+
+def test_best_of_n_is_never_worse_than_mean_of_n():
+    for seed in range(5):
+        r = report(_scores(seed))["methods"]
+        assert r["model_best_psnr"]["psnr"] >= r["model_mean_of_n"]["psnr"]
+        assert r["model_best_ssim"]["ssim"] >= r["model_mean_of_n"]["ssim"]
+
+
+def test_confidence_interval_by_hand():
+    s = _scores(1)
+    r = report(s)["methods"]["model_mean_of_n"]
+    per_seq = s["psnr"].mean(axis=(1, 2))          # one number per sequence
+    n = len(per_seq)
+    half = scipy.stats.t.ppf(0.975, n - 1) * per_seq.std(ddof=1) / math.sqrt(n)
+    assert math.isclose(r["psnr"], per_seq.mean(), rel_tol=1e-12)
+    assert math.isclose(r["psnr_ci95"], half, rel_tol=1e-9)
+    best = s["ssim"].mean(2).argmax(1)
+    by_hand = s["ssim"][np.arange(len(best)), best].mean()
+    assert math.isclose(report(s)["methods"]["model_best_ssim"]["ssim"], by_hand, rel_tol=1e-12)
+
+
+def test_report_keys_and_per_frame_lengths():
+    r = report(_scores(2, F=6))
+    assert {"psnr", "ssim", "psnr_per_frame", "ssim_per_frame", "n_sequences", "baseline_copy_last"} <= set(r)
+    assert len(r["psnr_per_frame"]) == 6 and r["n_sequences"] == 7 and r["n_samples"] == 5
