@@ -1,8 +1,11 @@
-"""Running data-writing tasks, in parallel when asked, with one progress bar."""
+"""Running data-writing tasks, in parallel when asked, with one progress bar; cleaning up after dead writers."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import shutil
+from pathlib import Path
 from typing import Callable, Sequence
 
 
@@ -27,3 +30,17 @@ def run_with_progress(func: Callable[..., int], tasks: Sequence[tuple], workers:
     with ctx.Pool(min(workers, len(tasks))) as pool:
         for n in pool.imap_unordered(_star, [(func, task) for task in tasks]):
             bar.update(n)
+
+
+def remove_abandoned(parent: Path, prefix: str) -> None:
+    """Delete folders ``parent/<prefix><pid>-...`` left by writers on this machine whose process no longer runs."""
+    for tmp in parent.glob(prefix + "*"):
+        pid = tmp.name[len(prefix):].split("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:  # alive, owned by someone else
+            pass

@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
 from . import layout
-from ._pool import run_with_progress
+from ._pool import remove_abandoned, run_with_progress
 
 PACKED_DIR = ".packed"
 FORMAT = "cvae_video.packed/1"
@@ -287,17 +287,7 @@ def pack_split(root: str | os.PathLike, split: str, image_size: int = layout.IMA
 
 def _remove_abandoned(parent: Path, split: str) -> None:
     """Delete temporary folders of ``split`` left by packers on this machine that no longer run."""
-    prefix = f".{split}.partial-"
-    for tmp in parent.glob(prefix + "*"):
-        pid = tmp.name[len(prefix):].split("-")[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        except PermissionError:  # alive, owned by someone else
-            pass
+    remove_abandoned(parent, f".{split}.partial-")
 
 
 def _publish(tmp: Path, folder: Path) -> None:

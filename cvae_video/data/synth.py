@@ -66,7 +66,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
 from . import layout
-from ._pool import run_with_progress
+from ._pool import remove_abandoned, run_with_progress
 
 # bump when a change to the generator changes its output, so cached data sets are regenerated
 GENERATOR_VERSION = 1
@@ -652,16 +652,7 @@ def _partial_prefix(out: Path) -> str:
 
 def _remove_abandoned(out: Path) -> None:
     """Delete temporary folders of ``out`` left by writers on this machine that no longer run."""
-    for tmp in out.parent.glob(_partial_prefix(out) + "*"):
-        pid = tmp.name[len(_partial_prefix(out)):].split("-")[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        except PermissionError:  # alive, owned by someone else
-            pass
+    remove_abandoned(out.parent, _partial_prefix(out))
 
 
 def cache_name(n_train: int, n_validate: int, n_test: int, seed: int, cfg: SynthConfig) -> str:
