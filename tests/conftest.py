@@ -25,3 +25,17 @@ def synth_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth") / "data"
     synth.write_dataset(root, n_train=24, n_validate=8, n_test=8, seed=3, progress=False)
     return root
+
+
+def write_small_synth(root, seq_len: int, n_train: int, n_validate: int, n_test: int, seed: int):
+    """A small push-world data set at ``root`` with ``seq_len``-frame trajectories; returns ``root``."""
+    from cvae_video.data import synth
+    synth.write_dataset(root, n_train=n_train, n_validate=n_validate, n_test=n_test, seed=seed,
+                        cfg=synth.SynthConfig(seq_len=seq_len), progress=False)
+    return root
+
+
+def fresh_copy(clean_root, tmp_path):
+    """A copy of a clean data set in ``tmp_path``, for a test to break."""
+    import shutil
+    return shutil.copytree(clean_root, tmp_path / "data")

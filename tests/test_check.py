@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cvae_video.data import check, layout, synth
+from cvae_video.data import check, layout
 from cvae_video.data.cli import main
 from cvae_video.errors import DataError
+from conftest import fresh_copy, write_small_synth
 
 T = 6  # frames per trajectory of the test data set
 GROUP = "train/traj_0_to_5"
@@ -21,18 +22,13 @@ LAYOUT_KINDS = {"missing_split", "empty_split", "empty_group", "stray_entry"}
 
 @pytest.fixture(scope="module")
 def clean_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("check") / "data"
-    synth.write_dataset(root, n_train=6, n_validate=2, n_test=2, seed=1, cfg=synth.SynthConfig(seq_len=T),
-                        progress=False)
-    return root
+    return write_small_synth(tmp_path_factory.mktemp("check") / "data", T, 6, 2, 2, seed=1)
 
 
 @pytest.fixture
 def root(clean_root, tmp_path) -> Path:
     """A fresh copy of the clean data set, to break."""
-    dest = tmp_path / "data"
-    shutil.copytree(clean_root, dest)
-    return dest
+    return fresh_copy(clean_root, tmp_path)
 
 
 def _scan(root: Path, **kw) -> check.Report:

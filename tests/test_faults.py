@@ -23,10 +23,10 @@ from PIL import Image
 from cvae_video import evaluate, train
 from cvae_video import config as config_mod
 from cvae_video.checkpoint import FORMAT
-from cvae_video.data import check, layout, synth
+from cvae_video.data import check, layout
 from cvae_video.data.dataset import BadTrajectory, VideoDataset
 from cvae_video.models import CVAE
-from conftest import TINY_FLAGS
+from conftest import TINY_FLAGS, fresh_copy, write_small_synth
 
 SEQ = 8                                   # frames per trajectory of the small data set
 GROUP = "train/traj_0_to_5"
@@ -36,17 +36,13 @@ TRAIN_LEN, VAL_LEN = 6, 6                 # n_past + n_future, n_past + n_eval o
 
 @pytest.fixture(scope="module")
 def clean_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("faults") / "data"
-    synth.write_dataset(root, n_train=6, n_validate=2, n_test=1, seed=2, cfg=synth.SynthConfig(seq_len=SEQ),
-                        progress=False)
-    return root
+    return write_small_synth(tmp_path_factory.mktemp("faults") / "data", SEQ, 6, 2, 1, seed=2)
 
 
 @pytest.fixture
 def root(clean_root, tmp_path) -> Path:
     """A fresh copy of the small data set, to break."""
-    shutil.copytree(clean_root, tmp_path / "data")
-    return tmp_path / "data"
+    return fresh_copy(clean_root, tmp_path)
 
 
 def run_argv(root, log_dir, *extra) -> list[str]:
