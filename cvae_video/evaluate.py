@@ -26,7 +26,7 @@ from . import metrics
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data.dataset import ConditionStats, VideoDataset
 from .errors import CvaeError, DataError
-from .runtime import autocast, derive_seed, resolve_device
+from .runtime import autocast, derive_seed, keep_freed_memory, resolve_device
 
 PROTOCOLS = {"lab": (2, 10), "svg": (2, 28)}
 
@@ -119,6 +119,7 @@ def evaluate(ckpt_path: str, data_root: str = "", split: str = "test", protocol:
     if n_samples < 1:
         raise CvaeError(f"--n_samples must be >= 1, got {n_samples}")
     dev = resolve_device(device, cuda)
+    keep_freed_memory()
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     model = model_from_checkpoint(ckpt, str(ckpt_path)).to(dev)
     train_cfg = ckpt.get("train_config", {})

@@ -30,7 +30,7 @@ from .data.dataset import BadTrajectory, ConditionStats, VideoDataset, WindowSam
 from .errors import CheckpointError, ConfigError, CvaeError, DataError
 from .evaluate import frames_to_float, score_split
 from .models.svg import CVAE
-from .runtime import autocast, derive_seed, grad_scaler, seed_everything
+from .runtime import autocast, derive_seed, grad_scaler, keep_freed_memory, seed_everything
 from .schedules import kl_weight, learning_rate, teacher_forcing_ratio
 
 KEEP_PICTURES = 5
@@ -265,6 +265,7 @@ def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False, overwrite:
     """
     ctx = distributed.setup(cfg)   # under torchrun: this process's rank and device; else rank 0 of 1
     device, progress = ctx.device, progress and ctx.is_main
+    keep_freed_memory()
     with distributed.main_first(ctx):
         log_dir = _prepare_log_dir(cfg, resume is not False, overwrite) if ctx.is_main else Path(cfg.log_dir)
     ckpt_path = _resume_checkpoint(cfg, resume)

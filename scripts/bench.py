@@ -19,6 +19,9 @@ Measurements (synthetic random tensors unless stated):
   decoder called frame by frame in a Python loop, the recurrent modules stepped one frame at a time with explicit
   state. Printed as yardstick time / step time for each precision.
 
+Every measurement runs with the process setting that ``cvae-train`` and ``cvae-eval`` make
+(:func:`cvae_video.runtime.keep_freed_memory`: glibc keeps freed memory for reuse), the yardstick included.
+
 Peak memory is the growth of the process's peak resident set size (VmHWM, reset through /proc/self/clear_refs
 where Linux allows it) over its size just before the measurement builds its model; on CUDA the peak of
 ``torch.cuda.max_memory_allocated``. Each measurement runs in a fresh subprocess (``--isolate``, the default
@@ -45,7 +48,7 @@ import torch
 from cvae_video.config import PRECISIONS, TrainConfig
 from cvae_video.models.rnn import gaussian_kl
 from cvae_video.models.svg import CVAE
-from cvae_video.runtime import autocast, grad_scaler, resolve_device
+from cvae_video.runtime import autocast, grad_scaler, keep_freed_memory, resolve_device
 from cvae_video.train import build_optimizer, train_step
 
 QUICK = dict(width=0.125, batch_size=2, g_dim=16, z_dim=4, rnn_size=16, n_samples=2, steps=1, warmup=1,
@@ -81,7 +84,7 @@ def yardstick_forward(model: CVAE, x: torch.Tensor, cond: torch.Tensor, n_past: 
             (mu_p, logvar_p), prior_state = model.prior(hs[t - 1], prior_state)
         g, pred_state = model.predictor(torch.cat([hs[t - 1], z, cond[:, t]], -1), pred_state)
         skip = skips[t - 1] if model.cfg.last_frame_skip else skips[min(t - 1, n_past - 1)]
-        x_hat = model.decoder(g, skip)
+        x_hat = model.decoder.forward_concat(g, skip)
         recon = recon + ((x_hat - x[:, t]) ** 2).mean()
         kl = kl + gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).mean()
     return recon, kl
@@ -256,6 +259,7 @@ def measure_load(args, device, source: str) -> dict:
 def run_one(args, kind: str, variant: str) -> dict:
     """One measurement; ``variant`` is the precision, or the source (png, packed) for ``load``."""
     device = resolve_device(args.device)
+    keep_freed_memory()   # as cvae-train and cvae-eval do; the yardstick too, so only the model code differs
     if kind == "train":
         return measure_train(args, device, variant)
     if kind == "predict":
@@ -303,7 +307,8 @@ def prepare_data(args, tmp: Path) -> tuple[str, bool]:
 
 def machine_info(device: torch.device) -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
-            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "cpu": platform.processor()}
+            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "cpu": platform.processor(),
+            "malloc_keeps_freed_memory": keep_freed_memory()}
     try:
         text = Path("/proc/cpuinfo").read_text()
         names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]

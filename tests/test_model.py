@@ -2,7 +2,9 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
+from cvae_video.models.backbones import build_backbone
 from cvae_video.models.rnn import gaussian_kl, reparameterize
+from cvae_video.models.svg import _frames
 from conftest import tiny_model
 
 
@@ -119,3 +121,50 @@ def test_compose_output_copies_the_skip_frame_where_the_mask_is_one():
     x, cond = torch.rand(2, 2, 3, 64, 64), torch.randn(2, 5, 7)
     pred = model.predict(x, cond, 3, z_mode="mean")
     assert torch.allclose(pred[:, 0], x[:, 1:2].expand(-1, 3, -1, -1, -1), atol=1e-6)
+
+
+@pytest.mark.parametrize("backbone", ["dcgan", "vgg"])
+def test_decoder_with_skip_terms_equals_the_concatenating_decoder(backbone):
+    """Skip parts computed apart (and, in vgg, upsample + conv3x3 as one transposed conv): same output, same
+    gradients as the plain decoder over concatenations, in training mode."""
+    torch.manual_seed(0)
+    encoder, decoder = build_backbone(backbone, g_dim=16, width=0.25)
+    _, skips = encoder(torch.rand(6, 3, 64, 64))
+    skips = [s.detach().requires_grad_() for s in skips]
+    h = torch.randn(6, 16, requires_grad=True)
+    inputs = [h, *skips, *decoder.parameters()]
+    weights = torch.rand(6, 3, 64, 64)
+    ours, plain = decoder(h, skips), decoder.forward_concat(h, skips)
+    assert torch.allclose(ours, plain, atol=1e-5)
+    for a, b in zip(torch.autograd.grad((ours * weights).sum(), inputs),
+                    torch.autograd.grad((plain * weights).sum(), inputs)):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max(), (a - b).abs().max() / b.abs().max()
+
+
+@pytest.mark.parametrize("backbone", ["dcgan", "vgg"])
+def test_skip_terms_of_one_frame_serve_its_consecutive_rows(backbone):
+    torch.manual_seed(0)
+    encoder, decoder = build_backbone(backbone, g_dim=16, width=0.25)
+    encoder.eval(), decoder.eval()
+    with torch.no_grad():
+        _, skips = encoder(torch.rand(2, 3, 64, 64))
+        h = torch.randn(6, 16)                         # rows 0-2 belong to frame 0, rows 3-5 to frame 1
+        shared = decoder.decode(h, decoder.skip_terms(skips))
+        plain = decoder.forward_concat(h, [s.repeat_interleave(3, 0) for s in skips])
+        assert torch.allclose(shared, plain, atol=1e-5)
+        with pytest.raises(ValueError, match="cannot share"):
+            decoder.decode(torch.randn(5, 16), decoder.skip_terms(skips))
+
+
+@pytest.mark.parametrize("index", [1, [0, 1], [0, 1, 1, 3]])
+def test_frame_selection_keeps_channels_last_forward_and_backward(index):
+    base = torch.randn(8, 6, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x = base.unflatten(0, (2, 4))                      # (B, L, C, H, W) view of channels-last maps
+    y = _frames(x, index)
+    assert torch.equal(y, x[:, index])
+    assert y.stride(-3) == 1 and y.stride(-1) == y.shape[-3]   # channels innermost: laid out channels-last
+    w = torch.randn(y.shape)
+    grad, = torch.autograd.grad((y * w).sum(), base)
+    ref, = torch.autograd.grad((x[:, index] * w).sum(), base)
+    assert grad.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(grad, ref)

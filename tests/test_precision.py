@@ -1,3 +1,8 @@
+import os
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -52,3 +57,13 @@ def test_channels_last_gives_the_same_loss():
         out = model(x, cond, n_past=2)
     assert torch.allclose(out["recon"], ref["recon"], rtol=1e-4)
     assert torch.allclose(out["kl"], ref["kl"], rtol=1e-4)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc malloc only")
+@pytest.mark.parametrize("env, expected", [("", "True"), ("system", "False")])
+def test_freed_memory_is_kept_unless_opted_out(env, expected):
+    """In a fresh process: mallopt succeeds on glibc, and CVAE_VIDEO_MALLOC=system leaves malloc alone."""
+    code = "from cvae_video.runtime import keep_freed_memory as k; print(k(), k())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "CVAE_VIDEO_MALLOC": env}).stdout.split()
+    assert out == [expected, expected]

@@ -3,6 +3,17 @@
 Each encoder maps (N, C, 64, 64) to h (N, g_dim) and four skip feature maps, finest first. The matching decoder
 maps (N, g_dim) plus those skips back to (N, C, 64, 64) in [0, 1].
 
+Every place where the decoder concatenates a skip map with its own features is followed by a convolution, and a
+convolution over a concatenation is the sum of the convolutions over its parts. The decoders compute the skip part
+apart (:meth:`skip_terms`), so that a skip map shared by many decoded frames (every predicted step of a sequence,
+every sample of a prediction) goes through that convolution once (:meth:`decode`); ``forward`` is both in one
+call. The parameters are those of the convolutions over the concatenation, and :meth:`forward_concat` computes
+the decoder the plain way, for reference.
+
+The vgg decoder's other part, a conv3x3 over a nearest-neighbour 2x upsampling, is computed as the equivalent
+transposed convolution (stride 2, 4x4 kernel) of the map before upsampling (:func:`_upsampled_conv`): each output
+pixel then takes 4 taps of the small map instead of 9 of the large one, 4/9 of the multiply-adds, same result.
+
 - ``vgg``: the lab backbone. Blocks of conv3x3 + BatchNorm + LeakyReLU(0.2), widths 64,64 | 128,128 | 256x3 |
   512x3 (times ``width``), max-pool between blocks, conv4x4 to g_dim + BatchNorm + tanh. Skips at 64, 32, 16, 8.
 - ``dcgan``: 4x4 stride-2 convolutions, one per scale, widths 64, 128, 256, 512 (times ``width``); much cheaper.
@@ -13,6 +24,7 @@ maps (N, g_dim) plus those skips back to (N, C, 64, 64) in [0, 1].
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 BACKBONES = ("vgg", "dcgan")
@@ -30,6 +42,57 @@ def _conv_bn_act(cin: int, cout: int, k: int = 3, stride: int = 1, pad: int = 1)
 def _deconv_bn_act(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout),
                          nn.LeakyReLU(0.2, inplace=True))
+
+
+def _conv_part(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor, lo: int, hi: int | None,
+               bias: bool) -> torch.Tensor:
+    """``conv`` applied to input channels ``lo:hi`` of its weight (x holds just those), with its bias if ``bias``."""
+    b = conv.bias if bias else None
+    if isinstance(conv, nn.ConvTranspose2d):   # weight (in, out, k, k)
+        return F.conv_transpose2d(x, conv.weight[lo:hi], b, conv.stride, conv.padding, conv.output_padding,
+                                  conv.groups, conv.dilation)
+    return F.conv2d(x, conv.weight[:, lo:hi], b, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _four_taps(w: torch.Tensor, dim: int) -> torch.Tensor:
+    """The 3 taps of a conv along ``dim`` -> the 4 taps of the stride-2 transposed conv that applies them after
+    a nearest 2x upsampling: output 2i takes w0 x[i-1] + (w1 + w2) x[i], output 2i+1 takes (w0 + w1) x[i] + w2 x[i+1]."""
+    w0, w1, w2 = w.unbind(dim)
+    return torch.stack([w2, w1 + w2, w0 + w1, w0], dim)
+
+
+def _upsampled_conv(conv: nn.Conv2d, x: torch.Tensor, hi: int) -> torch.Tensor:
+    """conv3x3 (padding 1, input channels ``:hi`` of ``conv``) of the nearest 2x upsampling of x, without upsampling."""
+    w = _four_taps(_four_taps(conv.weight[:, :hi], 2), 3).transpose(0, 1)   # (in, out, 4, 4)
+    return F.conv_transpose2d(x, w, stride=2, padding=1)
+
+
+def _add_term(y: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
+    """y (N, ...) + term (M, ...) where M divides N: term row i serves the N // M consecutive rows of y from i * (N // M)."""
+    if term.shape[0] == y.shape[0]:
+        return y + term
+    if y.shape[0] % term.shape[0]:
+        raise ValueError(f"{y.shape[0]} decoded frames cannot share {term.shape[0]} skip terms")
+    return (y.unflatten(0, (term.shape[0], -1)) + term[:, None]).flatten(0, 1)
+
+
+class _SkipDecoder(nn.Module):
+    """A decoder whose skip maps enter through convolutions over concatenations: see the module notes.
+
+    Subclasses list ``_skip_convs()``, the (conv, x channels) of each such convolution in the order the skips are
+    consumed, and implement ``decode``.
+    """
+
+    def _skip_convs(self) -> list[tuple[nn.Module, int]]:
+        raise NotImplementedError
+
+    def skip_terms(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Skip maps (M rows each, finest first) -> the skip parts of the decoder's convolutions (M rows each)."""
+        return [_conv_part(conv, s, cx, None, bias=False)
+                for (conv, cx), s in zip(self._skip_convs(), reversed(skips))]   # consumed coarsest first
+
+    def forward(self, h: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        return self.decode(h, self.skip_terms(skips))
 
 
 def _vgg_block(widths: list[int]) -> nn.Sequential:
@@ -59,10 +122,11 @@ class VGGEncoder(nn.Module):
         return h.flatten(1), skips
 
 
-class VGGDecoder(nn.Module):
+class VGGDecoder(_SkipDecoder):
     def __init__(self, g_dim: int, channels: int = 3, width: float = 1.0, out_channels: int | None = None):
         super().__init__()
         c1, c2, c3, c4 = _widths(width)
+        self._x_channels = (c4, c3, c2, c1)
         self.inp = nn.Sequential(nn.ConvTranspose2d(g_dim, c4, 4, 1, 0, bias=False), nn.BatchNorm2d(c4),
                                  nn.LeakyReLU(0.2, inplace=True))  # 1x1 -> 4x4
         self.blocks = nn.ModuleList([
@@ -74,7 +138,20 @@ class VGGDecoder(nn.Module):
                                   nn.Sigmoid())
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
 
-    def forward(self, h: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+    def _skip_convs(self) -> list[tuple[nn.Module, int]]:
+        firsts = [block[0] for block in self.blocks] + [self.last[0]]   # each a conv + BatchNorm + activation
+        return [(first[0], cx) for first, cx in zip(firsts, self._x_channels)]
+
+    def decode(self, h: torch.Tensor, terms: list[torch.Tensor]) -> torch.Tensor:
+        """h (N, g_dim) and ``skip_terms`` of M rows (M divides N) -> frames (N, C, H, W)."""
+        x = self.inp(h[:, :, None, None])
+        stages = [(block[0], block[1:]) for block in self.blocks] + [(self.last[0], self.last[1:])]
+        for (first, rest), (conv, cx), term in zip(stages, self._skip_convs(), terms):
+            y = _add_term(_upsampled_conv(conv, x, cx), term)
+            x = rest(first[2](first[1](y)))   # BatchNorm, activation, then the rest of the stage
+        return x
+
+    def forward_concat(self, h: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
         x = self.inp(h[:, :, None, None])
         for block, skip in zip(self.blocks, reversed(skips[1:])):
             x = block(torch.cat([self.up(x), skip], 1))
@@ -101,10 +178,11 @@ class DCGANEncoder(nn.Module):
         return self.out(self.blocks[-1](x)).flatten(1), skips
 
 
-class DCGANDecoder(nn.Module):
+class DCGANDecoder(_SkipDecoder):
     def __init__(self, g_dim: int, channels: int = 3, width: float = 1.0, out_channels: int | None = None):
         super().__init__()
         c1, c2, c3, c4 = _widths(width)
+        self._x_channels = (c3, c2, c1, c1)
         self.inp = nn.Sequential(nn.ConvTranspose2d(g_dim, c4, 4, 1, 0, bias=False), nn.BatchNorm2d(c4),
                                  nn.LeakyReLU(0.2, inplace=True))  # 4x4
         self.blocks = nn.ModuleList([
@@ -115,7 +193,19 @@ class DCGANDecoder(nn.Module):
         ])
         self.last = nn.Sequential(nn.Conv2d(c1 + channels, out_channels or channels, 3, 1, 1), nn.Sigmoid())
 
-    def forward(self, h: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+    def _skip_convs(self) -> list[tuple[nn.Module, int]]:
+        convs = [block[0] for block in self.blocks[1:]] + [self.last[0]]
+        return list(zip(convs, self._x_channels))
+
+    def decode(self, h: torch.Tensor, terms: list[torch.Tensor]) -> torch.Tensor:
+        """h (N, g_dim) and ``skip_terms`` of M rows (M divides N) -> frames (N, C, H, W)."""
+        x = self.blocks[0](self.inp(h[:, :, None, None]))
+        stages = [block[1:] for block in self.blocks[1:]] + [self.last[1:]]
+        for rest, (conv, cx), term in zip(stages, self._skip_convs(), terms):
+            x = rest(_add_term(_conv_part(conv, x, 0, cx, bias=True), term))
+        return x
+
+    def forward_concat(self, h: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
         x = self.blocks[0](self.inp(h[:, :, None, None]))
         for block, skip in zip(self.blocks[1:], reversed(skips[1:])):
             x = block(torch.cat([x, skip], 1))

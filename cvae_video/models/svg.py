@@ -28,6 +28,21 @@ from .backbones import BACKBONES, build_backbone
 from .rnn import GaussianLSTM, PredictorLSTM, gaussian_kl, reparameterize
 
 PRIORS = ("fixed", "learned")
+
+
+def _frames(x: torch.Tensor, index: int | list[int]) -> torch.Tensor:
+    """x[:, index] for feature maps x (B, L, C, H, W). Channels-last maps are indexed as (B, L, H, W, C), so the
+    result and its gradient stay channels-last (the gradient of indexing is laid out contiguously: NCHW here,
+    which would make every kernel downstream of it convert layouts)."""
+    cl = x.dim() == 5 and x.shape[2] > 1 and x.movedim(2, -1).is_contiguous()
+    y = x.movedim(2, -1) if cl else x
+    if isinstance(index, int):
+        y = y[:, index]
+    elif index == list(range(index[0], index[0] + len(index))):
+        y = y[:, index[0]:index[0] + len(index)]
+    else:   # index_select: its gradient (index_add) is much cheaper than that of advanced indexing
+        y = y.index_select(1, torch.tensor(index, device=x.device))
+    return y.movedim(-1, -3) if cl else y
 OUTPUTS = ("direct", "compose")
 
 
@@ -84,30 +99,34 @@ class CVAE(nn.Module):
         h, skips = self.encoder(x)
         return h, (skips + [x] if self.compose else skips)
 
-    def render(self, g: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
-        """g (N, g_dim) and skip features -> frames (N, C, H, W) in [0, 1].
-
-        ``direct``: the decoder's sigmoid output. ``compose``: the decoder also emits a mask m, and the frame is
-        m * (skip frame) + (1 - m) * (decoded colours), so unchanged pixels can be copied exactly from the frame
-        the skips come from (compositing as in Finn et al. 2016); the skip frame is the last skip entry.
-        """
-        if not self.compose:
-            return self.decoder(g, skips)
-        out = self.decoder(g, skips[:-1])
-        rgb, mask = out[:, :-1], out[:, -1:]
-        return mask * skips[-1] + (1 - mask) * rgb
-
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """x (B, L, C, H, W) -> h (B, L, g_dim) and skips [(B, L, c_i, h_i, w_i)] in one encoder call."""
         B, L = x.shape[:2]
         h, skips = self.encode_frames(x.flatten(0, 1))
         return h.unflatten(0, (B, L)), [s.unflatten(0, (B, L)) for s in skips]
 
-    def decode(self, g: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
-        """g (B, L, g_dim), skips [(B, L, ...)] -> frames (B, L, C, H, W) in one decoder call."""
-        B, L = g.shape[:2]
-        x = self.render(g.flatten(0, 1), [s.flatten(0, 1) for s in skips])
-        return x.unflatten(0, (B, L))
+    def skip_context(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Skip features of M frames -> what rendering takes from them: the decoder's skip terms (the skip parts
+        of its convolutions, see ``backbones``), and with ``compose`` the skip frame, last. Computed once for
+        frames that many predictions share."""
+        if self.compose:
+            return self.decoder.skip_terms(skips[:-1]) + [skips[-1]]
+        return self.decoder.skip_terms(skips)
+
+    def render(self, g: torch.Tensor, ctx: list[torch.Tensor]) -> torch.Tensor:
+        """g (N, g_dim) and a ``skip_context`` of M rows, M dividing N -> frames (N, C, H, W) in [0, 1]. Context
+        row i serves rows i * N/M .. (i + 1) * N/M - 1 of g (the samples of one sequence, say).
+
+        ``direct``: the decoder's sigmoid output. ``compose``: the decoder also emits a mask m, and the frame is
+        m * (skip frame) + (1 - m) * (decoded colours), so unchanged pixels can be copied exactly from the frame
+        the skips come from (compositing as in Finn et al. 2016).
+        """
+        if not self.compose:
+            return self.decoder.decode(g, ctx)
+        out = self.decoder.decode(g, ctx[:-1])
+        rgb, mask = out[:, :-1], out[:, -1:]
+        frame = ctx[-1].repeat_interleave(g.shape[0] // ctx[-1].shape[0], 0)
+        return mask * frame + (1 - mask) * rgb
 
     def _skip_index(self, t: int, n_past: int) -> int:
         """Frame whose encoder features are the skip connections at step t (ground-truth path)."""
@@ -145,24 +164,34 @@ class CVAE(nn.Module):
         h_in = h[:, :n_seq]
         g, p_state = self.predictor(torch.cat([h_in, z[:, :n_seq], cond[:, 1:n_seq + 1]], -1))
         (mu_p, logvar_p), prior_state = self._prior_stats(h_in, None)
+        # The skip context of each frame that gives skips, computed once however many steps share it.
         idx = [self._skip_index(t, n_past) for t in range(1, n_seq + 1)]
-        x_hat = [self.decode(g, [s[:, idx] for s in skips])]        # (B, n_seq, C, H, W)
+        sources = sorted(set(idx))   # includes n_past - 1, the skip frame of the steps below
+        ctx = [c.unflatten(0, (B, len(sources)))
+               for c in self.skip_context([_frames(s, sources).flatten(0, 1) for s in skips])]
+        if len(set(idx)) == 1:   # one source frame for every step: its context rows serve all of them
+            ctx_seq = [_frames(c, sources.index(idx[0])) for c in ctx]
+        else:
+            pos = [sources.index(i) for i in idx]
+            ctx_seq = [_frames(c, pos).flatten(0, 1) for c in ctx]
+        x_hat = [self.render(g.flatten(0, 1), ctx_seq).unflatten(0, (B, n_seq))]   # (B, n_seq, C, H, W)
         mu_ps, logvar_ps = [mu_p], [logvar_p]
 
         # Remaining steps feed back the model's own prediction (per sample where teacher forcing is off).
         prev = x_hat[0][:, -1]
-        skip_fixed = [s[:, n_past - 1] for s in skips]
         keep = tf[:, None]
+        ctx_fixed = [_frames(c, sources.index(n_past - 1)) for c in ctx]
         for t in range(n_seq + 1, T):
             h_pred, skip_pred = self.encode_frames(prev)
             h_prev = torch.where(keep, h[:, t - 1], h_pred)
             if self.cfg.last_frame_skip:
-                skip = [torch.where(keep[:, :, None, None], s[:, t - 1], sp) for s, sp in zip(skips, skip_pred)]
+                ctx_t = self.skip_context([torch.where(keep[:, :, None, None], s[:, t - 1], sp)
+                                           for s, sp in zip(skips, skip_pred)])
             else:
-                skip = skip_fixed
+                ctx_t = ctx_fixed
             (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
             g_t, p_state = self.predictor(torch.cat([h_prev, z[:, t - 1], cond[:, t]], -1), p_state)
-            prev = self.render(g_t, skip)
+            prev = self.render(g_t, ctx_t)
             x_hat.append(prev[:, None])
             mu_ps.append(mu_p[:, None])
             logvar_ps.append(logvar_p[:, None])
@@ -195,8 +224,8 @@ class CVAE(nn.Module):
             raise ValueError(f"cond has {cond.shape[1]} steps, need {T}")
         h, skips = self.encode(x_past)
         S = n_samples
-        h = h.repeat_interleave(S, 0)                              # (B*S, n_past, g)
-        skips = [s[:, n_past - 1].repeat_interleave(S, 0) for s in skips]
+        h = h.repeat_interleave(S, 0)                              # (B*S, n_past, g): sample s of b is row b*S+s
+        ctx = self.skip_context([s[:, n_past - 1] for s in skips])  # B rows, each serving the S samples of one sequence
         cond = cond[:, :T].repeat_interleave(S, 0)
 
         def draw(mu, logvar):
@@ -214,10 +243,10 @@ class CVAE(nn.Module):
         for t in range(n_past, T):
             (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
             g_t, p_state = self.predictor(torch.cat([h_prev, draw(mu_p, logvar_p), cond[:, t]], -1), p_state)
-            x_t = self.render(g_t, skips)
+            x_t = self.render(g_t, ctx)
             out.append(x_t)
             if t < T - 1:
                 h_prev, skip_t = self.encode_frames(x_t)
                 if self.cfg.last_frame_skip:
-                    skips = skip_t
+                    ctx = self.skip_context(skip_t)
         return torch.stack(out, 1).unflatten(0, (B, S))
