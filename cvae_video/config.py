@@ -82,8 +82,8 @@ class TrainConfig:
     device: str = ""                   # "", "cpu", "cuda", "cuda:1"; empty = cpu, or cuda with --cuda
     cuda: bool = False
     precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
+    channels_last: bool = True         # NHWC activations: faster convolutions on CPUs and tensor-core GPUs
+    compile: bool = False              # torch.compile the training step (slower on the CPU here: off)
     sync_bn: bool = False              # under torchrun: BatchNorm statistics over all processes' batches
     n_pictures: int = 4                # sequences shown in the per-epoch prediction grid
     # faults

@@ -97,7 +97,7 @@ def test_rank0_writes_a_plain_checkpoint(ddp_run):
 def test_validation_psnr_is_over_the_whole_split(ddp_run, synth_root):
     """The 2-process validation PSNR (unequal shards: 4 and 3 sequences) equals one process scoring the split."""
     ckpt = load_checkpoint(ddp_run / "last.pt")
-    model = model_from_checkpoint(ckpt)
+    model = model_from_checkpoint(ckpt).to(memory_format=torch.channels_last)   # as trained: the same sums
     ds = VideoDataset(synth_root, "validate", 2 + 4, stats=ConditionStats.from_dict(ckpt["cond_stats"]))
     ds = torch.utils.data.Subset(ds, range(VAL_SEQUENCES))
     scores = evaluate.score_split(model, evaluate.make_loader(ds, VAL_BATCH), torch.device("cpu"), 2, 4, 1,
