@@ -1,7 +1,7 @@
 """Benchmark of the training step, prediction, data loading and a per-frame yardstick, within one machine.
 
     python scripts/bench.py                              # lab size: vgg, width 1, batch 16, 2 -> 10 frames
-    python scripts/bench.py --precision fp32,bf16 --channels_last --json bench.json
+    python scripts/bench.py --precision fp32,bf16 --no-channels_last --json bench.json
     python scripts/bench.py --quick --json /tmp/b.json   # tiny smoke run (a few seconds of work)
 
 Measurements (synthetic random tensors unless stated):
@@ -10,7 +10,9 @@ Measurements (synthetic random tensors unless stated):
   each precision in ``--precision``; ``--warmup`` steps, then the median of ``--steps`` steps.
 - ``predict``: a batch of ``--batch_size`` sequences, ``n_past -> n_future`` frames, ``--n_samples`` samples each,
   under ``torch.inference_mode()`` in eval mode: one ``model.predict(..., n_samples=N)`` call against N calls
-  with ``n_samples=1``. ``eval_seq_per_s`` counts sampled sequences per second of the batched call.
+  with ``n_samples=1`` (``eval_batched_speedup``), and against calls of one sequence and one sample each, over
+  ``--unbatched_sequences`` sequences (``eval_unbatched_speedup``, a ratio of sequences per second).
+  ``eval_seq_per_s`` counts sampled sequences per second of the batched call.
 - ``load``: sequences of ``n_past + n_future`` frames per second through a DataLoader (batch ``--batch_size``,
   ``num_workers=0``, random windows as in training), from the PNG files and from the packed cache
   (``cvae-data pack``). Without ``--data_root`` a synthetic data set of ``--load_trajectories`` trajectories
@@ -52,7 +54,7 @@ from cvae_video.runtime import autocast, grad_scaler, keep_freed_memory, resolve
 from cvae_video.train import build_optimizer, train_step
 
 QUICK = dict(width=0.125, batch_size=2, g_dim=16, z_dim=4, rnn_size=16, n_samples=2, steps=1, warmup=1,
-             eval_repeats=1, load_trajectories=8, load_seconds=0.2, threads=1)
+             eval_repeats=1, unbatched_sequences=2, load_trajectories=8, load_seconds=0.2, threads=1)
 
 
 # ---- the yardstick ----------------------------------------------------------------------------------------------
@@ -228,11 +230,21 @@ def measure_predict(args, device, precision: str) -> dict:
                 for _ in range(S):
                     model.predict(x_past, cond, args.n_future, 1, "sample", gen)
 
+        n_single = min(args.batch_size, args.unbatched_sequences)
+
+        def unbatched():
+            with torch.inference_mode(), amp:
+                for i in range(n_single):
+                    model.predict(x_past[i:i + 1], cond[i:i + 1], args.n_future, 1, "sample", gen)
+
         t_batched = statistics.median(_timed(batched, device, 1, args.eval_repeats))
         t_looped = statistics.median(_timed(looped, device, 1, args.eval_repeats))
+        t_single = statistics.median(_timed(unbatched, device, 1, args.eval_repeats))
     n = args.batch_size * S
     return {"batched_s": t_batched, "looped_s": t_looped, "seq_per_s": n / t_batched,
-            "seq_per_s_looped": n / t_looped, "batched_speedup": t_looped / t_batched, "peak_memory_mb": mem.mb}
+            "seq_per_s_looped": n / t_looped, "batched_speedup": t_looped / t_batched,
+            "seq_per_s_unbatched": n_single / t_single, "unbatched_speedup": n / t_batched / (n_single / t_single),
+            "peak_memory_mb": mem.mb}
 
 
 def measure_load(args, device, source: str) -> dict:
@@ -270,15 +282,14 @@ def run_one(args, kind: str, variant: str) -> dict:
 
 
 CHILD_KEYS = ("backbone", "width", "batch_size", "n_past", "n_future", "g_dim", "z_dim", "rnn_size", "prior",
-              "steps", "warmup", "n_samples", "eval_repeats", "data_root", "load_sequences", "load_seconds",
+              "steps", "warmup", "n_samples", "unbatched_sequences", "eval_repeats", "data_root", "load_sequences", "load_seconds",
               "device", "threads")
 
 
 def run_isolated(args, kind: str, variant: str) -> dict:
     """One measurement in a fresh Python process: this script with the resolved settings and internal flags."""
     argv = [x for key in CHILD_KEYS for x in (f"--{key}", str(getattr(args, key)))]
-    if args.channels_last:
-        argv.append("--channels_last")
+    argv.append("--channels_last" if args.channels_last else "--no-channels_last")
     with tempfile.TemporaryDirectory(prefix="cvae-bench-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, os.path.abspath(__file__), *argv, "--_child", kind, variant, str(out)]
@@ -335,7 +346,8 @@ def format_table(res: dict) -> str:
     for p, v in res["eval_seq_per_s"].items():
         rows.append(("predict batched", p, f"{res['predict_batched_s'][p]:.4f}", f"{v:.1f}",
                      f"{mem[f'predict_{p}']:.0f}", f"{res['eval_batched_speedup'][p]:.2f}x vs "
-                                                   f"{res['n_samples']} single-sample calls"))
+                     f"{res['n_samples']} single-sample calls, {res['eval_unbatched_speedup'][p]:.2f}x vs "
+                     f"1 sequence x 1 sample per call ({res['eval_seq_per_s_unbatched'][p]:.1f} seq/s)"))
     for src in ("png", "packed"):
         v = res[f"load_seq_per_s_{src}"]
         rows.append((f"load {src}", "-", "-", "-" if v is None else f"{v:.1f}",
@@ -364,10 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rnn_size", type=int, default=256)
     p.add_argument("--prior", default="fixed")
     p.add_argument("--precision", default="fp32,bf16", help="comma-separated list, each measured")
-    p.add_argument("--channels_last", action="store_true", help="model in channels-last memory format")
+    p.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
+                   help="model in channels-last memory format (the training default); the yardstick is NCHW")
     p.add_argument("--steps", type=int, default=5, help="timed training steps (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     p.add_argument("--n_samples", type=int, default=10, help="samples per sequence in the prediction benchmark")
+    p.add_argument("--unbatched_sequences", type=int, default=4,
+                   help="sequences predicted one call each (one sample) for the unbatched comparison")
     p.add_argument("--eval_repeats", type=int, default=3, help="timed prediction calls (median reported)")
     p.add_argument("--data_root", default="", help="data set for the loader benchmark (default: synthetic)")
     p.add_argument("--load_trajectories", type=int, default=256, help="size of the synthetic loader data set")
@@ -432,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         "eval_seq_per_s": {p: r["seq_per_s"] for p, r in pred.items()},
         "eval_seq_per_s_looped": {p: r["seq_per_s_looped"] for p, r in pred.items()},
         "eval_batched_speedup": {p: r["batched_speedup"] for p, r in pred.items()},
+        "eval_seq_per_s_unbatched": {p: r["seq_per_s_unbatched"] for p, r in pred.items()},
+        "eval_unbatched_speedup": {p: r["unbatched_speedup"] for p, r in pred.items()},
         "predict_batched_s": {p: r["batched_s"] for p, r in pred.items()},
         "predict_looped_s": {p: r["looped_s"] for p, r in pred.items()},
         "load_seq_per_s_png": load["png"]["seq_per_s"],

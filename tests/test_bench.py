@@ -31,7 +31,7 @@ def test_quick_run_writes_every_number(tmp_path):
     assert "train step" in proc.stdout and "yardstick" in proc.stdout
     res = json.loads(out.read_text())
     for key in ("train_step_s", "train_seq_per_s", "eval_seq_per_s", "eval_seq_per_s_looped",
-                "eval_batched_speedup", "yardstick_ratio"):
+                "eval_batched_speedup", "eval_seq_per_s_unbatched", "eval_unbatched_speedup", "yardstick_ratio"):
         assert set(res[key]) == {"fp32", "bf16"}, key
         assert all(positive(v) for v in res[key].values()), key
     for key in ("load_seq_per_s_png", "load_seq_per_s_packed", "yardstick_step_s", "load_packed_speedup"):
