@@ -28,6 +28,7 @@ from .backbones import BACKBONES, build_backbone
 from .rnn import GaussianLSTM, PredictorLSTM, gaussian_kl, reparameterize
 
 PRIORS = ("fixed", "learned")
+OUTPUTS = ("direct", "compose")
 
 
 def _frames(x: torch.Tensor, index: int | list[int]) -> torch.Tensor:
@@ -43,7 +44,6 @@ def _frames(x: torch.Tensor, index: int | list[int]) -> torch.Tensor:
     else:   # index_select: its gradient (index_add) is much cheaper than that of advanced indexing
         y = y.index_select(1, torch.tensor(index, device=x.device))
     return y.movedim(-1, -3) if cl else y
-OUTPUTS = ("direct", "compose")
 
 
 @dataclass(frozen=True)
