@@ -168,3 +168,12 @@ def model_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> CVAE:
     model = CVAE(cfg)
     load_model_state(model, ckpt["model"], source)
     return model
+
+
+def inference_model(ckpt: dict, source: str, device: torch.device, channels_last: bool | None = None) -> CVAE:
+    """``model_from_checkpoint`` on ``device``, in eval mode and in the memory format it was trained in (or
+    channels-last as ``channels_last`` says)."""
+    model = model_from_checkpoint(ckpt, source).to(device).eval()
+    if ckpt.get("train_config", {}).get("channels_last", False) if channels_last is None else channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from . import metrics
-from .checkpoint import load_checkpoint, model_from_checkpoint
+from .checkpoint import inference_model, load_checkpoint
 from .data.dataset import ConditionStats, VideoDataset
 from .errors import CvaeError, DataError
 from .runtime import autocast, derive_seed, keep_freed_memory, resolve_device
@@ -126,9 +126,7 @@ def evaluate(ckpt_path: str, data_root: str = "", split: str = "test", protocol:
     keep_freed_memory()
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     train_cfg = ckpt.get("train_config", {})
-    model = model_from_checkpoint(ckpt, str(ckpt_path)).to(dev)
-    if train_cfg.get("channels_last", False) if channels_last is None else channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = inference_model(ckpt, str(ckpt_path), dev, channels_last)
     if compile:   # an instance attribute: score_split calls model.predict
         model.predict = torch.compile(model.predict)
     p_past, p_future = PROTOCOLS[protocol]

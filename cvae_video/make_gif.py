@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from . import metrics
-from .checkpoint import load_checkpoint, model_from_checkpoint
+from .checkpoint import inference_model, load_checkpoint
 from .data.dataset import ConditionStats, VideoDataset
 from .errors import CvaeError, DataError
 from .evaluate import PROTOCOLS, frames_to_float
@@ -28,7 +28,7 @@ def make_pictures(ckpt_path: str, out_dir: str, indices: list[int], data_root: s
     from .viz import save_gif, save_prediction_grid
     dev = resolve_device(device, cuda)
     ckpt = load_checkpoint(ckpt_path)
-    model = model_from_checkpoint(ckpt, str(ckpt_path)).to(dev).eval()
+    model = inference_model(ckpt, str(ckpt_path), dev)
     n_past, n_future = PROTOCOLS[protocol]
     root = data_root or ckpt.get("train_config", {}).get("resolved_data_root", "")
     if not root or not Path(root).is_dir():

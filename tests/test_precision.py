@@ -67,3 +67,35 @@ def test_freed_memory_is_kept_unless_opted_out(env, expected):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "CVAE_VIDEO_MALLOC": env}).stdout.split()
     assert out == [expected, expected]
+
+
+@pytest.mark.parametrize("backbone", ["dcgan", "vgg"])
+def test_every_precision_trains_and_agrees_with_fp32(backbone):
+    """One train_step per precision from the same weights: finite logs, an update, a loss close to fp32's; the
+    grad scaler is on for fp16 only."""
+    from cvae_video.config import TrainConfig
+    from cvae_video.runtime import grad_scaler
+    from cvae_video.train import build_optimizer, train_step
+    cfg = TrainConfig(backbone=backbone, width=0.125, g_dim=16, z_dim=4, rnn_size=16, n_past=2, n_future=3)
+    g = torch.Generator().manual_seed(0)
+    batch = {"frames": torch.randint(0, 256, (2, 5, 3, 64, 64), dtype=torch.uint8, generator=g),
+             "cond": torch.randn(2, 5, 7, generator=g)}
+    losses = {}
+    for precision in ("fp32", "bf16", "fp16"):
+        model = tiny_model(backbone=backbone).to(memory_format=torch.channels_last)
+        before = [p.detach().clone() for p in model.parameters()]
+        scaler = grad_scaler(CPU, precision)
+        assert scaler.is_enabled() == (precision == "fp16")
+        optimizer = build_optimizer(cfg, model.parameters())
+        torch.manual_seed(1)
+        logs = train_step(model, optimizer, scaler, batch, cfg, 1.0, 1.0, CPU, autocast(CPU, precision))
+        assert all(torch.isfinite(torch.tensor(v)) for v in logs.values()), precision
+        losses[precision] = logs["mse"]
+        for _ in range(30):   # fp16: the scaler skips steps whose gradients overflow while it finds its scale
+            if any(not torch.equal(a, b) for a, b in zip(before, model.parameters())):
+                break
+            train_step(model, optimizer, scaler, batch, cfg, 1.0, 1.0, CPU, autocast(CPU, precision))
+        else:
+            raise AssertionError(f"{precision}: no update")
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)
+    assert losses["fp16"] == pytest.approx(losses["fp32"], rel=0.01)
