@@ -282,8 +282,8 @@ def run_one(args, kind: str, variant: str) -> dict:
 
 
 CHILD_KEYS = ("backbone", "width", "batch_size", "n_past", "n_future", "g_dim", "z_dim", "rnn_size", "prior",
-              "steps", "warmup", "n_samples", "unbatched_sequences", "eval_repeats", "data_root", "load_sequences", "load_seconds",
-              "device", "threads")
+              "steps", "warmup", "n_samples", "unbatched_sequences", "eval_repeats", "data_root", "load_sequences",
+              "load_seconds", "device", "threads")
 
 
 def run_isolated(args, kind: str, variant: str) -> dict:

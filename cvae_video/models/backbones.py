@@ -56,7 +56,8 @@ def _conv_part(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor, lo: int, h
 
 def _four_taps(w: torch.Tensor, dim: int) -> torch.Tensor:
     """The 3 taps of a conv along ``dim`` -> the 4 taps of the stride-2 transposed conv that applies them after
-    a nearest 2x upsampling: output 2i takes w0 x[i-1] + (w1 + w2) x[i], output 2i+1 takes (w0 + w1) x[i] + w2 x[i+1]."""
+    a nearest 2x upsampling: output 2i takes w0 x[i-1] + (w1 + w2) x[i], output 2i+1 takes (w0 + w1) x[i] +
+    w2 x[i+1]."""
     w0, w1, w2 = w.unbind(dim)
     return torch.stack([w2, w1 + w2, w0 + w1, w0], dim)
 
@@ -68,7 +69,8 @@ def _upsampled_conv(conv: nn.Conv2d, x: torch.Tensor, hi: int) -> torch.Tensor:
 
 
 def _add_term(y: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
-    """y (N, ...) + term (M, ...) where M divides N: term row i serves the N // M consecutive rows of y from i * (N // M)."""
+    """y (N, ...) + term (M, ...) where M divides N: term row i serves the N // M consecutive rows of y that start
+    at row i * (N // M)."""
     if term.shape[0] == y.shape[0]:
         return y + term
     if y.shape[0] % term.shape[0]:
