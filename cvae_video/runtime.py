@@ -45,9 +45,10 @@ def keep_freed_memory() -> bool:
     A CPU training or evaluation step allocates and frees the same large activation tensors every time. glibc
     serves every block above its mmap threshold (at most 32 MB) with a fresh ``mmap`` and unmaps it on ``free``,
     so each step pays for page faults that zero gigabytes of new pages: about a tenth of a lab-size bf16 step on
-    a 2-core machine, as system time. With mmap and trimming off, freed heap blocks are reused instead; the
-    process's peak memory is about the same (it never shrinks back, which a training process would not do
-    anyway). Without glibc (macOS, Windows, musl) nothing changes; ``CVAE_VIDEO_MALLOC=system`` opts out.
+    a 2-core machine, as system time. With mmap and trimming off, freed heap blocks are reused instead. The price
+    is memory: the heap never shrinks back, and freed blocks fragment it, so the resident peak is higher (a
+    lab-size step: fp32 about 6 GB instead of 4.5, bf16 3.4 instead of 3.0). Without glibc (macOS, Windows,
+    musl) nothing changes; ``CVAE_VIDEO_MALLOC=system`` opts out.
     """
     global _kept_freed_memory
     if _kept_freed_memory is None:

@@ -148,9 +148,9 @@ class VGGDecoder(_SkipDecoder):
         """h (N, g_dim) and ``skip_terms`` of M rows (M divides N) -> frames (N, C, H, W)."""
         x = self.inp(h[:, :, None, None])
         stages = [(block[0], block[1:]) for block in self.blocks] + [(self.last[0], self.last[1:])]
-        for (first, rest), (conv, cx), term in zip(stages, self._skip_convs(), terms):
-            y = _add_term(_upsampled_conv(conv, x, cx), term)
-            x = rest(first[2](first[1](y)))   # BatchNorm, activation, then the rest of the stage
+        for (first, rest), cx, term in zip(stages, self._x_channels, terms):   # first: conv, BatchNorm, activation
+            y = _add_term(_upsampled_conv(first[0], x, cx), term)
+            x = rest(first[2](first[1](y)))
         return x
 
     def forward_concat(self, h: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
