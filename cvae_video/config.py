@@ -51,6 +51,7 @@ class TrainConfig:
     kl_anneal_ratio: float = 0.5
     kl_anneal_cycle: int = 4
     kl_weight_max: float = 1.0
+    free_bits: float = 0.0             # nats per step: the KL term counts max(KL_t, free_bits) (0 = off)
     # sequence protocol
     n_past: int = 2
     n_future: int = 10
@@ -67,6 +68,7 @@ class TrainConfig:
     predictor_rnn_layers: int = 2
     last_frame_skip: bool = False
     output: str = "direct"             # "direct" (SVG: sigmoid frame) or "compose" (mask over the skip frame)
+    spatial_cond: bool = False         # the decoder also sees the condition broadcast over its maps, with coordinates
     # data
     data_root: str = ""                # empty: the built-in synthetic push world, generated once into a cache
     synth_n_train: int = 2048
@@ -95,7 +97,7 @@ class TrainConfig:
                            rnn_size=self.rnn_size, cond_dim=cond_dim, prior=self.prior,
                            posterior_rnn_layers=self.posterior_rnn_layers, prior_rnn_layers=self.prior_rnn_layers,
                            predictor_rnn_layers=self.predictor_rnn_layers, last_frame_skip=self.last_frame_skip,
-                           output=self.output)
+                           output=self.output, spatial_cond=self.spatial_cond)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first key whose value is impossible."""
@@ -113,6 +115,7 @@ class TrainConfig:
             ("kl_anneal_ratio", 0 < self.kl_anneal_ratio <= 1, "must be in (0, 1]"),
             ("kl_anneal_cycle", self.kl_anneal_cycle >= 1, "must be >= 1"),
             ("kl_weight_max", self.kl_weight_max >= 0, "must be >= 0"),
+            ("free_bits", self.free_bits >= 0, "must be >= 0"),
             ("n_past", self.n_past >= 1, "must be >= 1"),
             ("n_future", self.n_future >= 1, "must be >= 1"),
             ("n_eval", self.n_eval >= 1, "must be >= 1"),

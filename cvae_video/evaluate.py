@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from . import metrics
@@ -36,20 +36,54 @@ def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
     return frames.float().div_(255.0)
 
 
+def derangement(n: int, seed: int) -> np.ndarray:
+    """A seeded permutation of range(n) that moves every index (one cycle through a random order); n >= 2."""
+    if n < 2:
+        raise CvaeError(f"shuffling conditions between sequences needs at least 2 sequences, got {n}")
+    order = np.random.default_rng([seed, 0x5C0D]).permutation(n)
+    perm = np.empty(n, dtype=np.int64)
+    perm[order] = np.roll(order, -1)
+    return perm
+
+
+class ShuffledConditions(Dataset):
+    """The items of ``dataset`` with the conditions (actions, positions) of another item: item i gets those of
+    item ``derangement(n, seed)[i]``. Scoring a model on it measures how much its predictions follow the
+    conditions: a model that ignores them scores as on ``dataset``."""
+
+    def __init__(self, dataset, seed: int = 0):
+        self.dataset, self.perm = dataset, derangement(len(dataset), seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.dataset[i])
+        other = self.dataset[int(self.perm[i])]["cond"]
+        n = min(len(other), len(item["cond"]))
+        if n < len(item["cond"]):
+            raise DataError(f"sequence {self.perm[i]} has {n} condition rows, sequence {i} needs "
+                            f"{len(item['cond'])}")
+        item["cond"] = other[:len(item["cond"])]
+        return item
+
+
 @torch.inference_mode()
 def score_split(model, loader, device: torch.device, n_past: int, n_future: int, n_samples: int = 1,
                 z_mode: str = "sample", seed: int = 0, amp=None, progress: bool = False) -> dict[str, np.ndarray]:
     """Per-frame PSNR/SSIM of every sequence of ``loader``.
 
     Returns arrays: ``psnr``/``ssim`` (N, S, F) of the model's samples, ``base_psnr``/``base_ssim`` (N, F) of
-    copy-last-frame. Deterministic given ``seed``: each batch draws its latents from its own generator, seeded
-    with (seed, index of the batch's first sequence), so a batch scores the same whichever batches ran before it
-    or in other processes (``distributed.shard_loader``).
+    copy-last-frame, ``diversity`` (N, F), the standard deviation across the samples averaged over pixels (zero
+    for one sample), and ``kl`` (N,), the KL between posterior and prior per step on the sequence's ground truth
+    (:meth:`CVAE.latent_kl`, steps 1 .. n_past + n_future - 1). Deterministic given ``seed``: each batch draws
+    its latents from its own generator, seeded with (seed, index of the batch's first sequence), so a batch
+    scores the same whichever batches ran before it or in other processes (``distributed.shard_loader``).
     """
     model.eval()
     amp = amp or nullcontext()
     gen = torch.Generator(device)
-    out = {"psnr": [], "ssim": [], "base_psnr": [], "base_ssim": []}
+    out = {"psnr": [], "ssim": [], "base_psnr": [], "base_ssim": [], "diversity": [], "kl": []}
     for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
         gen.manual_seed(derive_seed(seed, int(batch["index"][0])))
         x = frames_to_float(batch["frames"].to(device))             # (B, T, C, H, W)
@@ -57,7 +91,11 @@ def score_split(model, loader, device: torch.device, n_past: int, n_future: int,
         gt = x[:, n_past:n_past + n_future]                         # (B, F, C, H, W)
         with amp:
             pred = model.predict(x[:, :n_past], cond, n_future, n_samples, z_mode, gen)  # (B, S, F, C, H, W)
-        pred = pred.float().flatten(0, 1)
+            kl = model.latent_kl(x[:, :n_past + n_future])                    # (B, T - 1)
+        out["kl"].append(kl.float().mean(1).cpu())
+        pred = pred.float()
+        out["diversity"].append(pred.std(1, correction=0).mean((2, 3, 4)).cpu())   # (B, F)
+        pred = pred.flatten(0, 1)
         gt_rep = gt.repeat_interleave(n_samples, 0)
         B = x.shape[0]
         out["psnr"].append(metrics.psnr(pred, gt_rep).unflatten(0, (B, n_samples)).cpu())
@@ -67,7 +105,8 @@ def score_split(model, loader, device: torch.device, n_past: int, n_future: int,
         out["base_ssim"].append(metrics.ssim(base, gt).cpu())
     if not out["psnr"]:   # an empty loader (a process's share of a small split)
         return {"psnr": np.zeros((0, n_samples, n_future)), "ssim": np.zeros((0, n_samples, n_future)),
-                "base_psnr": np.zeros((0, n_future)), "base_ssim": np.zeros((0, n_future))}
+                "base_psnr": np.zeros((0, n_future)), "base_ssim": np.zeros((0, n_future)),
+                "diversity": np.zeros((0, n_future)), "kl": np.zeros(0)}
     return {k: torch.cat(v).numpy().astype(np.float64) for k, v in out.items()}
 
 
@@ -78,8 +117,11 @@ def summarize(per_frame: np.ndarray) -> dict:
     return {"mean": float(mean), "ci95": float(ci), "per_frame": per_frame.mean(0).tolist()}
 
 
-def report(scores: dict[str, np.ndarray], mean_scores: dict[str, np.ndarray] | None = None) -> dict:
-    """All numbers of an evaluation: model mean-of-N, best-of-N (by SSIM, by PSNR), baselines."""
+def report(scores: dict[str, np.ndarray], mean_scores: dict[str, np.ndarray] | None = None,
+           shuffled_scores: dict[str, np.ndarray] | None = None) -> dict:
+    """All numbers of an evaluation: model mean-of-N, best-of-N (by SSIM, by PSNR), baselines; with
+    ``mean_scores`` the model at the latents' means, with ``shuffled_scores`` the model given other sequences'
+    conditions (mean of its N samples); the KL per step and the samples' diversity."""
     psnr, ssim = scores["psnr"], scores["ssim"]                    # (N, S, F)
     N, S, F = psnr.shape
     best_by_ssim = ssim.mean(2).argmax(1)                          # (N,) sample index
@@ -93,15 +135,24 @@ def report(scores: dict[str, np.ndarray], mean_scores: dict[str, np.ndarray] | N
     }
     if mean_scores is not None:
         methods["model_prior_mean"] = (mean_scores["psnr"][:, 0], mean_scores["ssim"][:, 0])
+    if shuffled_scores is not None:
+        methods["model_shuffled_condition"] = (shuffled_scores["psnr"].mean(1), shuffled_scores["ssim"].mean(1))
     out = {}
     for name, (p, s) in methods.items():
         sp, ss = summarize(p), summarize(s)
         out[name] = {"psnr": sp["mean"], "psnr_ci95": sp["ci95"], "ssim": ss["mean"], "ssim_ci95": ss["ci95"],
                      "psnr_per_frame": sp["per_frame"], "ssim_per_frame": ss["per_frame"]}
     main = out["model_mean_of_n"]
-    return {"psnr": main["psnr"], "ssim": main["ssim"], "psnr_per_frame": main["psnr_per_frame"],
-            "ssim_per_frame": main["ssim_per_frame"], "n_sequences": int(N), "n_samples": int(S),
-            "n_future": int(F), "methods": out, "baseline_copy_last": out["baseline_copy_last"]}
+    div = summarize(scores["diversity"])
+    result = {"psnr": main["psnr"], "ssim": main["ssim"], "psnr_per_frame": main["psnr_per_frame"],
+              "ssim_per_frame": main["ssim_per_frame"], "n_sequences": int(N), "n_samples": int(S),
+              "n_future": int(F), "methods": out, "baseline_copy_last": out["baseline_copy_last"],
+              "kl_per_step": float(scores["kl"].mean()),
+              "diversity": div["mean"], "diversity_per_frame": div["per_frame"],
+              "best_psnr_minus_mean": out["model_best_psnr"]["psnr"] - main["psnr"]}
+    if shuffled_scores is not None:
+        result["shuffled_condition_drop"] = main["psnr"] - out["model_shuffled_condition"]["psnr"]
+    return result
 
 
 def make_loader(dataset, batch_size: int, num_workers: int = 0, device: torch.device | None = None) -> DataLoader:
@@ -151,7 +202,12 @@ def evaluate(ckpt_path: str, data_root: str = "", split: str = "test", protocol:
     amp = autocast(dev, precision)
     scores = score_split(model, loader, dev, n_past, n_future, n_samples, "sample", seed, amp, progress)
     mean_scores = score_split(model, loader, dev, n_past, n_future, 1, "mean", seed, amp, progress)
-    result = report(scores, mean_scores)
+    shuffled_scores = None
+    if len(ds) >= 2:   # the same draws of z, other sequences' conditions
+        shuffled = make_loader(ShuffledConditions(ds, seed), batch_size, num_workers, dev)
+        shuffled_scores = score_split(model, shuffled, dev, n_past, n_future, n_samples, "sample", seed, amp,
+                                      progress)
+    result = report(scores, mean_scores, shuffled_scores)
     result.update({"checkpoint": str(ckpt_path), "data_root": str(root), "split": split, "protocol": protocol,
                    "n_past": n_past, "seed": seed, "epoch": ckpt.get("epoch"), "step": ckpt.get("step")})
     return result
@@ -160,9 +216,14 @@ def evaluate(ckpt_path: str, data_root: str = "", split: str = "test", protocol:
 def format_table(result: dict) -> str:
     lines = [f"{result['split']} split, {result['n_sequences']} sequences, {result['n_past']} -> "
              f"{result['n_future']} frames, {result['n_samples']} sample(s) per sequence",
-             f"{'method':<22}{'PSNR':>8}{'±95%':>7}{'SSIM':>9}{'±95%':>8}"]
+             f"{'method':<26}{'PSNR':>8}{'±95%':>7}{'SSIM':>9}{'±95%':>8}"]
     for name, m in result["methods"].items():
-        lines.append(f"{name:<22}{m['psnr']:8.2f}{m['psnr_ci95']:7.2f}{m['ssim']:9.4f}{m['ssim_ci95']:8.4f}")
+        lines.append(f"{name:<26}{m['psnr']:8.2f}{m['psnr_ci95']:7.2f}{m['ssim']:9.4f}{m['ssim_ci95']:8.4f}")
+    lines.append(f"KL per step {result['kl_per_step']:.4g} nats; best of {result['n_samples']} by PSNR minus "
+                 f"mean {result['best_psnr_minus_mean']:+.2f} dB; sample diversity (std over samples, mean over "
+                 f"pixels) {result['diversity']:.4f}")
+    if "shuffled_condition_drop" in result:
+        lines.append(f"other sequences' conditions cost {result['shuffled_condition_drop']:.2f} dB")
     return "\n".join(lines)
 
 

@@ -82,7 +82,9 @@ def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, beta: float, t
         teacher_forcing = bool(torch.rand((), generator=tf_generator) < tfr)
     with amp:
         out = model(x, cond, cfg.n_past, teacher_forcing)
-    loss = out["recon"] + beta * out["kl"]     # recon and kl: sums over steps (see CVAE.forward)
+    # recon and kl: sums over steps (see CVAE.forward); free bits: a step's KL below the floor costs nothing
+    kl = out["kl_per_step"].clamp(min=cfg.free_bits).sum() if cfg.free_bits > 0 else out["kl"]
+    loss = out["recon"] + beta * kl
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()   # before the check, so that under DDP every rank runs the same collectives
     n_steps = x.shape[1] - 1
@@ -102,6 +104,23 @@ def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, beta: float, t
     scaler.step(optimizer)
     scaler.update()
     return logs
+
+
+# Below this KL per step (nats, posterior against prior on the validate split) the latent counts as collapsed:
+# z then carries less than a hundredth of a nat about each frame, the samples of a prediction barely differ and
+# the model is in effect deterministic. A live latent on the push world sits at tenths of a nat or more.
+COLLAPSED_KL = 0.01
+
+
+def collapse_warning(val_kl: float | None, step: int, total_steps: int, cfg: TrainConfig) -> str | None:
+    """The warning to print when the latent has collapsed (see ``COLLAPSED_KL``), else None. Not during the first
+    tenth of training, while the KL weight may still be rising from zero."""
+    if val_kl is None or val_kl >= COLLAPSED_KL or step < 0.1 * total_steps:
+        return None
+    hint = ("--free_bits (e.g. 0.5) keeps a floor under it" if cfg.free_bits <= 0
+            else f"it sits below --free_bits {cfg.free_bits:g}; a smaller --kl_weight_max may help")
+    return (f"the latent has collapsed: KL per step on the validate split is {val_kl:.2g} nats (< {COLLAPSED_KL}); "
+            f"samples will barely differ; {hint}")
 
 
 def _read_records(path: Path) -> list[dict]:
@@ -362,16 +381,17 @@ def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False, overwrite:
                             beta=f"{beta:.2f}")
         bar.close()
 
-        val_psnr = None
+        val_psnr = val_kl = None
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.niter:
             distributed.broadcast_buffers(model, ctx)   # every rank scores the model that rank 0 saves
             with _keep_rng(device):
                 scores = score_split(model, val_loader, device, cfg.n_past, cfg.n_eval, 1, "sample", cfg.seed,
                                      amp)
             val_psnr = distributed.global_mean(scores["psnr"], ctx)   # over the whole split
+            val_kl = distributed.global_mean(scores["kl"], ctx)
         record = {"epoch": epoch, "step": step, **{k: v / n_good if n_good else None for k, v in sums.items()},
                   "beta": beta, "tfr": tfr, "lr": optimizer.param_groups[0]["lr"], "val_psnr": val_psnr,
-                  "skipped_nonfinite": skipped, "seconds": time.time() - t0}
+                  "val_kl": val_kl, "skipped_nonfinite": skipped, "seconds": time.time() - t0}
         records.append(record)
         is_best = val_psnr is not None and val_psnr > best
         if is_best:
@@ -393,6 +413,9 @@ def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False, overwrite:
         plot_training_curves(records, log_dir / "training_curves.png")
         with _keep_rng(device):
             _save_pictures(model, val_ds, cfg, device, amp, epoch, log_dir)
+        warning = collapse_warning(val_kl, step, total_steps, cfg)
+        if warning:
+            tqdm.write(f"cvae-train: warning: {warning}", file=sys.stderr)
         if progress:
             vp = f"{val_psnr:6.2f}" if val_psnr is not None else "   -  "
             loss = (f"loss {record['loss']:.4f}  mse {record['mse']:.5f}  kl {record['kl']:.4f}"

@@ -149,14 +149,20 @@ def _series(records: Sequence[Mapping], key: str) -> tuple[list[float], list[flo
 
 
 def plot_training_curves(records: Sequence[Mapping], path, title: str = "Training curves") -> Path:
-    """Plot the per-epoch log of a training run (the lines of metrics.jsonl) to a PNG.
+    """Plot the per-epoch log of a training run (the lines of metrics.jsonl) to a PNG: see
+    :func:`training_curves_figure`."""
+    return _save_figure(training_curves_figure(records, title), path)
 
-    Keys used: epoch, loss, mse, kl, beta, tfr, val_psnr; any may be missing or None in any record.
+
+def training_curves_figure(records: Sequence[Mapping], title: str = "Training curves") -> Figure:
+    """The figure of :func:`plot_training_curves`.
+
+    Keys used: epoch, loss, mse, kl, val_kl, beta, tfr, val_psnr; any may be missing or None in any record.
     Two panels sharing the epoch axis. Top: loss, MSE and KL on the left axis and validation PSNR (dB) on a
     right axis. KL is usually orders of magnitude above the per-pixel MSE, so the left axis turns logarithmic
-    when the positive values span more than two decades; otherwise linear reads more easily. Bottom: the KL
-    weight beta and the teacher-forcing ratio, both dashed. They are unitless weights in [0, 1] and would be
-    lost on a loss axis, so they get their own small panel with a fixed range.
+    when the positive values span more than two decades; otherwise linear reads more easily. Bottom: the
+    teacher-forcing ratio on a fixed 0-1 axis and the KL weight beta, both dashed, beta on a right axis that
+    runs from 0 to its own maximum, so its schedule reads the same whether the maximum is 1 or 1e-4.
     """
     records = list(records)
     fig = Figure(figsize=(8.0, 6.5), dpi=110, layout="constrained")
@@ -167,7 +173,7 @@ def plot_training_curves(records: Sequence[Mapping], path, title: str = "Trainin
     handles = []
     loss_values = []
     for key, label, color in (("loss", "loss (total)", "black"), ("mse", "MSE (reconstruction)", "tab:blue"),
-                              ("kl", "KL", "tab:orange")):
+                              ("kl", "KL", "tab:orange"), ("val_kl", "KL (validate)", "tab:red")):
         xs, ys = _series(records, key)
         if xs:
             handles += ax_loss.plot(xs, ys, color=color, marker=marker, ms=3, lw=1.5, label=label)
@@ -192,16 +198,22 @@ def plot_training_curves(records: Sequence[Mapping], path, title: str = "Trainin
                      transform=ax_loss.transAxes, color="grey")
 
     sched_handles = []
-    top = 1.0
-    for key, label, color in (("beta", "beta (KL weight)", "tab:purple"),
-                              ("tfr", "teacher-forcing ratio", "tab:brown")):
-        xs, ys = _series(records, key)
-        if xs:
-            sched_handles += ax_sched.plot(xs, ys, color=color, ls="--", marker=marker, ms=3, lw=1.5,
-                                           label=f"{label} (last {ys[-1]:.3g})")
-            top = max(top, max(ys))
-    ax_sched.set_ylim(-0.05 * top, 1.05 * top)
-    ax_sched.set_ylabel("weight")
+    xs, ys = _series(records, "tfr")
+    if xs:
+        sched_handles += ax_sched.plot(xs, ys, color="tab:brown", ls="--", marker=marker, ms=3, lw=1.5,
+                                       label=f"teacher-forcing ratio (last {ys[-1]:.3g})")
+    ax_sched.set_ylim(-0.05, 1.05)
+    ax_sched.set_ylabel("teacher forcing")
+    xs, ys = _series(records, "beta")
+    if xs:   # on its own axis up to its maximum: a KL weight of 1e-4 must not draw as a flat line at 0
+        ax_beta = ax_sched.twinx()
+        top = max(ys) if max(ys) > 0 else 1.0
+        sched_handles += ax_beta.plot(xs, ys, color="tab:purple", ls="--", marker=marker, ms=3, lw=1.5,
+                                      label=f"beta, KL weight (right axis; last {ys[-1]:.3g})")
+        ax_beta.set_ylim(-0.05 * top, 1.05 * top)
+        ax_beta.set_ylabel("beta", color="tab:purple")
+        ax_beta.tick_params(axis="y", colors="tab:purple")
+        ax_beta.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     ax_sched.grid(True, alpha=0.3)
     if sched_handles:
         ax_sched.legend(handles=sched_handles, loc="best", fontsize=8, framealpha=0.85)
@@ -214,7 +226,7 @@ def plot_training_curves(records: Sequence[Mapping], path, title: str = "Trainin
     if epochs and max(epochs) - min(epochs) < 2:  # one or two epochs: keep whole-number ticks around them
         ax_sched.set_xlim(min(epochs) - 1, max(epochs) + 1)
     fig.suptitle(title)
-    return _save_figure(fig, path)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------- image grids

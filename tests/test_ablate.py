@@ -61,7 +61,13 @@ def test_report_numbers_equal_the_runs_own_logs(study):
         ev = json.loads((run_dir / "eval.json").read_text())
         test_psnr = float(row[3].split("±")[0])
         assert test_psnr == round(ev["methods"]["model_mean_of_n"]["psnr"], 2)
-        assert float(row[8]) == round(ev["methods"]["baseline_copy_last"]["psnr"], 2)
+        m = ev["methods"]
+        assert float(row[6]) == round(m["model_best_psnr"]["psnr"] - m["model_mean_of_n"]["psnr"], 2)
+        assert float(row[9]) == round(m["model_shuffled_condition"]["psnr"], 2)
+        assert float(row[10]) == float(f"{ev['kl_per_step']:.3g}")
+        assert float(row[11]) == round(ev["diversity"], 4)
+        assert float(row[12]) == round(m["baseline_copy_last"]["psnr"], 2)
+    assert "/tmp/" not in text and str(d) not in text   # no machine paths
     for img in re.findall(r"\]\((figures/[^)]+)\)", text):
         assert (report.parent / img).is_file(), img
 

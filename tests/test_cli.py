@@ -27,8 +27,8 @@ def test_training_writes_everything(run_dir):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1]
     for r in records:
-        assert {"epoch", "step", "loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "seconds"} <= set(r)
-        assert r["val_psnr"] > 0
+        assert {"epoch", "step", "loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_kl", "seconds"} <= set(r)
+        assert r["val_psnr"] > 0 and r["val_kl"] >= 0
     assert records[-1]["step"] == 6
     grids = list((run_dir / "pictures").glob("*.png"))
     assert grids and all(Image.open(p).size[0] > 64 for p in grids)
@@ -61,7 +61,12 @@ def test_eval_json(run_dir, synth_root, tmp_path, capsys):
     assert len(r["ssim_per_frame"]) == 10 and 0 < r["ssim"] <= 1
     assert {"psnr", "ssim"} <= set(r["baseline_copy_last"])
     assert r["methods"]["model_best_psnr"]["psnr"] >= r["methods"]["model_mean_of_n"]["psnr"]
-    assert len(csv_path.read_text().splitlines()) == 11
+    assert {"model_shuffled_condition", "model_prior_mean"} <= set(r["methods"])
+    assert "model_shuffled_condition" in table and "KL per step" in table
+    assert r["kl_per_step"] > 0 and r["diversity"] > 0 and len(r["diversity_per_frame"]) == 10
+    assert r["shuffled_condition_drop"] == r["psnr"] - r["methods"]["model_shuffled_condition"]["psnr"]
+    lines = csv_path.read_text().splitlines()
+    assert len(lines) == 11 and "model_shuffled_condition_psnr" in lines[0]
     assert Image.open(plot).format == "PNG"
 
 

@@ -11,7 +11,8 @@ from cvae_video.evaluate import report
 def _scores(seed=0, N=7, S=5, F=4):
     rng = np.random.default_rng(seed)
     return {"psnr": rng.normal(25, 2, (N, S, F)), "ssim": rng.uniform(0.5, 0.95, (N, S, F)),
-            "base_psnr": rng.normal(23, 1, (N, F)), "base_ssim": rng.uniform(0.5, 0.9, (N, F))}
+            "base_psnr": rng.normal(23, 1, (N, F)), "base_ssim": rng.uniform(0.5, 0.9, (N, F)),
+            "diversity": rng.uniform(0, 0.1, (N, F)), "kl": rng.uniform(0, 2, N)}
 
 
 def test_best_of_n_is_never_worse_than_mean_of_n():
@@ -38,3 +39,17 @@ def test_report_keys_and_per_frame_lengths():
     r = report(_scores(2, F=6))
     assert {"psnr", "ssim", "psnr_per_frame", "ssim_per_frame", "n_sequences", "baseline_copy_last"} <= set(r)
     assert len(r["psnr_per_frame"]) == 6 and r["n_sequences"] == 7 and r["n_samples"] == 5
+
+
+def test_report_diagnostics_by_hand():
+    s, shuffled = _scores(3), _scores(4)
+    r = report(s, shuffled_scores=shuffled)
+    assert math.isclose(r["kl_per_step"], s["kl"].mean(), rel_tol=1e-12)
+    assert math.isclose(r["diversity"], s["diversity"].mean(), rel_tol=1e-12)
+    assert np.allclose(r["diversity_per_frame"], s["diversity"].mean(0))
+    shuf = r["methods"]["model_shuffled_condition"]
+    assert math.isclose(shuf["psnr"], shuffled["psnr"].mean(), rel_tol=1e-12)
+    assert math.isclose(r["shuffled_condition_drop"], r["psnr"] - shuf["psnr"], rel_tol=1e-12)
+    assert math.isclose(r["best_psnr_minus_mean"],
+                        r["methods"]["model_best_psnr"]["psnr"] - r["methods"]["model_mean_of_n"]["psnr"])
+    assert "model_shuffled_condition" not in report(s)["methods"]

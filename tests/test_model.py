@@ -50,8 +50,9 @@ def test_shapes(prior, backbone, output):
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 @pytest.mark.parametrize("last_frame_skip", [False, True])
 @pytest.mark.parametrize("output", ["direct", "compose"])
-def test_every_parameter_gets_a_gradient(prior, teacher_forcing, last_frame_skip, output):
-    model = tiny_model(prior=prior, last_frame_skip=last_frame_skip, output=output)
+@pytest.mark.parametrize("spatial_cond", [False, True])
+def test_every_parameter_gets_a_gradient(prior, teacher_forcing, last_frame_skip, output, spatial_cond):
+    model = tiny_model(prior=prior, last_frame_skip=last_frame_skip, output=output, spatial_cond=spatial_cond)
     x, cond = torch.rand(3, 5, 3, 64, 64), torch.randn(3, 5, 7)
     out = model(x, cond, n_past=2, teacher_forcing=teacher_forcing)
     (out["recon"] + out["kl"]).backward()
@@ -104,12 +105,85 @@ def test_prediction_is_reproducible_and_mean_mode_is_deterministic():
     assert torch.equal(m1, m2)
 
 
-def test_condition_changes_the_prediction():
-    model = tiny_model().eval()
+def _ignore_condition(model):
+    """Make ``model`` blind to its condition: zero the predictor's input weights for it."""
+    with torch.no_grad():
+        model.predictor.embed.weight[:, -model.cfg.cond_dim:] = 0
+    return model
+
+
+@pytest.mark.parametrize("spatial_cond", [False, True])
+def test_condition_changes_the_prediction(spatial_cond):
+    model = tiny_model(spatial_cond=spatial_cond).eval()
+    x, cond = torch.rand(1, 2, 3, 64, 64), torch.randn(1, 5, 7)
+    a = model.predict(x, cond, 3, z_mode="mean", generator=torch.Generator().manual_seed(0))
+    b = model.predict(x, cond + 3.0, 3, z_mode="mean", generator=torch.Generator().manual_seed(1))
+    assert (a - b).abs().max() > 1e-6   # an untrained model: small, but far above rounding (0 when blind)
+    if not spatial_cond:   # the check itself: a model blind to its condition predicts the same
+        blind = _ignore_condition(model)
+        a = blind.predict(x, cond, 3, z_mode="mean", generator=torch.Generator().manual_seed(0))
+        b = blind.predict(x, cond + 3.0, 3, z_mode="mean", generator=torch.Generator().manual_seed(1))
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("prior", ["fixed", "learned"])
+def test_mean_mode_ignores_the_generator_in_the_warm_up_too(prior):
+    model = tiny_model(prior=prior).eval()
+    with torch.no_grad():   # a wide posterior: sampled warm-up latents would move the prediction
+        model.posterior.logvar.bias.fill_(4.0)
+    x, cond = torch.rand(2, 3, 3, 64, 64), torch.randn(2, 6, 7)
+    a = model.predict(x, cond, 3, z_mode="mean", generator=torch.Generator().manual_seed(0))
+    b = model.predict(x, cond, 3, z_mode="mean", generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    s = model.predict(x, cond, 3, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(a[:, 0], s[:, 0])
+
+
+@pytest.mark.parametrize("prior", ["fixed", "learned"])
+def test_latent_kl_matches_the_training_forward(prior):
+    model = tiny_model(prior=prior).eval()
+    x, cond = torch.rand(3, 5, 3, 64, 64), torch.randn(3, 5, 7)
+    kl = model.latent_kl(x)
+    assert kl.shape == (3, 4) and (kl >= 0).all()
+    assert torch.allclose(kl.mean(0), model(x, cond, 2, True)["kl_per_step"], atol=1e-5)
+
+
+@pytest.mark.parametrize("backbone", ["dcgan", "vgg"])
+def test_spatial_condition_terms_equal_the_concatenated_maps(backbone):
+    """The coordinate and condition channels' part computed without maps: same output and gradients as
+    convolving the broadcast maps, in training mode."""
+    torch.manual_seed(0)
+    encoder, decoder = build_backbone(backbone, g_dim=16, width=0.25, cond_channels=5)
+    _, skips = encoder(torch.rand(6, 3, 64, 64))
+    skips = [s.detach() for s in skips]
+    h = torch.randn(6, 16)
+    c = torch.randn(6, 5, requires_grad=True)
+    inputs = [c, *decoder.parameters()]
+    weights = torch.rand(6, 3, 64, 64)
+    ours, plain = decoder(h, skips, c), decoder.forward_concat(h, skips, c)
+    assert torch.allclose(ours, plain, atol=1e-5)
+    for a, b in zip(torch.autograd.grad((ours * weights).sum(), inputs),
+                    torch.autograd.grad((plain * weights).sum(), inputs)):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max(), (a - b).abs().max() / b.abs().max()
+    # the coordinates matter: a decoder whose maps were all constant could not tell left from right
+    flipped = decoder.forward_concat(h, [s.flip(-1) for s in skips], c).flip(-1)
+    assert not torch.allclose(ours, flipped, atol=1e-4)
+    with pytest.raises(ValueError, match="condition of 5"):
+        decoder(h, skips)
+
+
+@pytest.mark.parametrize("output", ["direct", "compose"])
+def test_spatial_condition_reaches_the_decoder(output):
+    """With spatial_cond the frame depends on the condition even with the predictor blind to it."""
+    model = _ignore_condition(tiny_model(spatial_cond=True, output=output)).eval()
     x, cond = torch.rand(1, 2, 3, 64, 64), torch.randn(1, 5, 7)
     a = model.predict(x, cond, 3, z_mode="mean")
     b = model.predict(x, cond + 1.0, 3, z_mode="mean")
-    assert (a - b).abs().max() > 1e-6
+    assert (a - b).abs().max() > 1e-4
+    out = model.train()(torch.rand(2, 5, 3, 64, 64), torch.randn(2, 5, 7), 2, False)
+    (out["recon"] + out["kl"]).backward()
+    for name, p in model.decoder.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
 def test_compose_output_copies_the_skip_frame_where_the_mask_is_one():

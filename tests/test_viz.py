@@ -31,6 +31,21 @@ def test_to_uint8_hwc_clamps_rounds_and_moves_channels():
     np.testing.assert_array_equal(viz.to_uint8_hwc(x.numpy()), out)
 
 
+@pytest.mark.parametrize("beta_max", [1.0, 1e-4])
+@pytest.mark.parametrize("cyclical", [False, True])
+def test_kl_weight_schedule_fills_its_axis_whatever_its_scale(beta_max, cyclical):
+    """A KL weight of 1e-4 must not draw as a flat line at 0: its axis runs up to its maximum, so monotonic and
+    cyclical annealing look different at any scale."""
+    betas = [beta_max * ((e % 3) / 2 if cyclical else min(1.0, e / 4)) for e in range(9)]
+    fig = viz.training_curves_figure([dict(epoch=e, loss=0.1, beta=b, tfr=1.0) for e, b in enumerate(betas)])
+    lines = [(ax, line) for ax in fig.axes for line in ax.get_lines() if line.get_label().startswith("beta")]
+    assert len(lines) == 1
+    ax, line = lines[0]
+    lo, hi = ax.get_ylim()
+    assert hi == pytest.approx(1.05 * beta_max) and lo == pytest.approx(-0.05 * beta_max)
+    assert list(line.get_ydata()) == pytest.approx(betas)
+
+
 def test_training_curves_full_run(tmp_path):
     path = viz.plot_training_curves(_records(12), tmp_path / "curves.png")
     fmt, size, _, _, _ = _open(path)

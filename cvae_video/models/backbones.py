@@ -10,6 +10,13 @@ every sample of a prediction) goes through that convolution once (:meth:`decode`
 call. The parameters are those of the convolutions over the concatenation, and :meth:`forward_concat` computes
 the decoder the plain way, for reference.
 
+With ``cond_channels`` K > 0 the decoder also takes, per decoded frame, a vector c of K numbers (the condition) and
+sees it spatially: every convolution that takes skips also takes 2 + K more input channels, the pixel coordinates
+(x and y in [-1, 1]) and c broadcast over the map (as in CoordConv, Liu et al. 2018). A fixed position in the
+condition can then become a fixed place in the picture through one convolution, which is hard to learn from a
+1x1 vector through transposed convolutions. Both are constant per frame, so their part of the convolution is
+computed without building the maps (:func:`_broadcast_part`); :meth:`forward_concat` builds them, for reference.
+
 The vgg decoder's other part, a conv3x3 over a nearest-neighbour 2x upsampling, is computed as the equivalent
 transposed convolution (stride 2, 4x4 kernel) of the map before upsampling (:func:`_upsampled_conv`): each output
 pixel then takes 4 taps of the small map instead of 9 of the large one, 4/9 of the multiply-adds, same result.
@@ -54,6 +61,42 @@ def _conv_part(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor, lo: int, h
     return F.conv2d(x, conv.weight[:, lo:hi], b, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
+def coordinate_maps(n: int, size: int, like: torch.Tensor) -> torch.Tensor:
+    """(n, 2, size, size): the x (column) and y (row) coordinate of every pixel centre, in [-1, 1]."""
+    r = torch.linspace(-1.0, 1.0, size, device=like.device, dtype=like.dtype)
+    return torch.stack(torch.broadcast_tensors(r[None, :], r[:, None]))[None].expand(n, 2, size, size)
+
+
+def _apply(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``conv``'s operation (stride, padding; no bias) on x with weight w."""
+    if isinstance(conv, nn.ConvTranspose2d):
+        return F.conv_transpose2d(x, w, None, conv.stride, conv.padding, conv.output_padding, 1, conv.dilation)
+    return F.conv2d(x, w, None, conv.stride, conv.padding, conv.dilation)
+
+
+def _broadcast_part(conv: nn.Conv2d | nn.ConvTranspose2d, c: torch.Tensor, lo: int, size: int) -> torch.Tensor:
+    """``conv`` applied to input channels ``lo:`` of its weight when they hold the two coordinate maps and then the
+    vector c (N, K) broadcast over a ``size`` x ``size`` map -> (N, out, h, w), without building the maps.
+
+    The coordinates give the same (1, out, h, w) for every row. A constant map per channel gives, through the
+    convolution, that channel's response to a map of ones (which differs from a constant only at the borders,
+    where the padding is): c times those K responses."""
+    weight = conv.weight
+    transposed = isinstance(conv, nn.ConvTranspose2d)   # weight (in, out, k, k), else (out, in, k, k)
+    w_xy = weight[lo:lo + 2] if transposed else weight[:, lo:lo + 2]
+    w_c = weight[lo + 2:] if transposed else weight[:, lo + 2:]
+    ones = c.new_ones(1, 1, size, size)
+    xy = _apply(conv, coordinate_maps(1, size, c), w_xy)                                   # (1, out, h, w)
+    if transposed:   # one input channel, K * out output channels
+        K, out = w_c.shape[:2]
+        resp = _apply(conv, ones, w_c.reshape(1, K * out, *w_c.shape[2:]))[0].unflatten(0, (K, out))
+    else:            # K * out filters of one input channel each
+        out, K = w_c.shape[:2]
+        resp = _apply(conv, ones, w_c.reshape(out * K, 1, *w_c.shape[2:]))[0].unflatten(0, (out, K))
+        resp = resp.transpose(0, 1)
+    return xy + torch.einsum("nk,kohw->nohw", c, resp)                                      # (N, out, h, w)
+
+
 def _four_taps(w: torch.Tensor, dim: int) -> torch.Tensor:
     """The 3 taps of a conv along ``dim`` -> the 4 taps of the stride-2 transposed conv that applies them after
     a nearest 2x upsampling: output 2i takes w0 x[i-1] + (w1 + w2) x[i], output 2i+1 takes (w0 + w1) x[i] +
@@ -68,9 +111,11 @@ def _upsampled_conv(conv: nn.Conv2d, x: torch.Tensor, hi: int) -> torch.Tensor:
     return F.conv_transpose2d(x, w, stride=2, padding=1)
 
 
-def _add_term(y: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
+def _add_term(y: torch.Tensor, term: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
     """y (N, ...) + term (M, ...) where M divides N: term row i serves the N // M consecutive rows of y that start
-    at row i * (N // M)."""
+    at row i * (N // M); plus ``own`` (N, ...), one row per row of y, if given."""
+    if own is not None:
+        y = y + own
     if term.shape[0] == y.shape[0]:
         return y + term
     if y.shape[0] % term.shape[0]:
@@ -82,19 +127,45 @@ class _SkipDecoder(nn.Module):
     """A decoder whose skip maps enter through convolutions over concatenations: see the module notes.
 
     Subclasses list ``_skip_convs()``, the (conv, x channels) of each such convolution in the order the skips are
-    consumed, and implement ``decode``.
+    consumed, set ``_skip_channels`` (the skips' channels, finest first) and ``cond_channels``, and implement
+    ``decode``. Each such convolution's input is [x, skip, coordinates (2), condition (cond_channels)], the last
+    two only when ``cond_channels`` > 0.
     """
+
+    SKIP_SIZES = (8, 16, 32, 64)   # map size at each skip convolution's input, coarsest first (64x64 frames)
+    cond_channels = 0
 
     def _skip_convs(self) -> list[tuple[nn.Module, int]]:
         raise NotImplementedError
 
+    def _extra(self) -> int:
+        return 2 + self.cond_channels if self.cond_channels else 0
+
     def skip_terms(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
         """Skip maps (M rows each, finest first) -> the skip parts of the decoder's convolutions (M rows each)."""
-        return [_conv_part(conv, s, cx, None, bias=False)
+        return [_conv_part(conv, s, cx, cx + s.shape[1], bias=False)
                 for (conv, cx), s in zip(self._skip_convs(), reversed(skips))]   # consumed coarsest first
 
-    def forward(self, h: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
-        return self.decode(h, self.skip_terms(skips))
+    def cond_terms(self, c: torch.Tensor | None) -> list[torch.Tensor | None]:
+        """The condition's and the coordinates' parts of the skip convolutions, (N, out, h, w) each, for the
+        per-frame condition c (N, cond_channels); Nones without a spatial condition."""
+        if not self.cond_channels:
+            return [None] * len(self.SKIP_SIZES)
+        if c is None or c.shape[-1] != self.cond_channels:
+            raise ValueError(f"this decoder takes a condition of {self.cond_channels} numbers per frame, got "
+                             f"{None if c is None else tuple(c.shape)}")
+        lo = [cx + cs for (_, cx), cs in zip(self._skip_convs(), reversed(self._skip_channels))]
+        return [_broadcast_part(conv, c, at, size)
+                for (conv, _), at, size in zip(self._skip_convs(), lo, self.SKIP_SIZES)]
+
+    def _cond_maps(self, c: torch.Tensor | None, size: int) -> list[torch.Tensor]:
+        """The extra input maps of ``forward_concat`` at one stage: coordinates and c broadcast."""
+        if not self.cond_channels:
+            return []
+        return [coordinate_maps(c.shape[0], size, c), c[:, :, None, None].expand(-1, -1, size, size)]
+
+    def forward(self, h: torch.Tensor, skips: list[torch.Tensor], c: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(h, self.skip_terms(skips), self.cond_terms(c))
 
 
 def _vgg_block(widths: list[int]) -> nn.Sequential:
@@ -125,39 +196,45 @@ class VGGEncoder(nn.Module):
 
 
 class VGGDecoder(_SkipDecoder):
-    def __init__(self, g_dim: int, channels: int = 3, width: float = 1.0, out_channels: int | None = None):
+    def __init__(self, g_dim: int, channels: int = 3, width: float = 1.0, out_channels: int | None = None,
+                 cond_channels: int = 0):
         super().__init__()
         c1, c2, c3, c4 = _widths(width)
         self._x_channels = (c4, c3, c2, c1)
+        self._skip_channels = (c1, c2, c3, c4)
+        self.cond_channels = cond_channels
+        e = self._extra()
         self.inp = nn.Sequential(nn.ConvTranspose2d(g_dim, c4, 4, 1, 0, bias=False), nn.BatchNorm2d(c4),
                                  nn.LeakyReLU(0.2, inplace=True))  # 1x1 -> 4x4
         self.blocks = nn.ModuleList([
-            _vgg_block([c4 * 2, c4, c4, c3]),  # 8x8, after concat with the 8x8 skip
-            _vgg_block([c3 * 2, c3, c3, c2]),  # 16x16
-            _vgg_block([c2 * 2, c2, c1]),      # 32x32
+            _vgg_block([c4 * 2 + e, c4, c4, c3]),  # 8x8, after concat with the 8x8 skip
+            _vgg_block([c3 * 2 + e, c3, c3, c2]),  # 16x16
+            _vgg_block([c2 * 2 + e, c2, c1]),      # 32x32
         ])
-        self.last = nn.Sequential(_conv_bn_act(c1 * 2, c1), nn.ConvTranspose2d(c1, out_channels or channels, 3, 1, 1),
-                                  nn.Sigmoid())
+        self.last = nn.Sequential(_conv_bn_act(c1 * 2 + e, c1),
+                                  nn.ConvTranspose2d(c1, out_channels or channels, 3, 1, 1), nn.Sigmoid())
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
 
     def _skip_convs(self) -> list[tuple[nn.Module, int]]:
         firsts = [block[0] for block in self.blocks] + [self.last[0]]   # each a conv + BatchNorm + activation
         return [(first[0], cx) for first, cx in zip(firsts, self._x_channels)]
 
-    def decode(self, h: torch.Tensor, terms: list[torch.Tensor]) -> torch.Tensor:
-        """h (N, g_dim) and ``skip_terms`` of M rows (M divides N) -> frames (N, C, H, W)."""
+    def decode(self, h: torch.Tensor, terms: list[torch.Tensor], cond_terms: list | None = None) -> torch.Tensor:
+        """h (N, g_dim), ``skip_terms`` of M rows (M divides N) and ``cond_terms`` of N rows -> frames (N, C, H, W)."""
         x = self.inp(h[:, :, None, None])
         stages = [(block[0], block[1:]) for block in self.blocks] + [(self.last[0], self.last[1:])]
-        for (first, rest), cx, term in zip(stages, self._x_channels, terms):   # first: conv, BatchNorm, activation
-            y = _add_term(_upsampled_conv(first[0], x, cx), term)
+        own = cond_terms or [None] * len(stages)
+        for (first, rest), cx, term, c in zip(stages, self._x_channels, terms, own):   # first: conv, BN, activation
+            y = _add_term(_upsampled_conv(first[0], x, cx), term, c)
             x = rest(first[2](first[1](y)))
         return x
 
-    def forward_concat(self, h: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+    def forward_concat(self, h: torch.Tensor, skips: list[torch.Tensor], c: torch.Tensor | None = None
+                       ) -> torch.Tensor:
         x = self.inp(h[:, :, None, None])
         for block, skip in zip(self.blocks, reversed(skips[1:])):
-            x = block(torch.cat([self.up(x), skip], 1))
-        return self.last(torch.cat([self.up(x), skips[0]], 1))
+            x = block(torch.cat([self.up(x), skip, *self._cond_maps(c, skip.shape[-1])], 1))
+        return self.last(torch.cat([self.up(x), skips[0], *self._cond_maps(c, skips[0].shape[-1])], 1))
 
 
 class DCGANEncoder(nn.Module):
@@ -181,44 +258,52 @@ class DCGANEncoder(nn.Module):
 
 
 class DCGANDecoder(_SkipDecoder):
-    def __init__(self, g_dim: int, channels: int = 3, width: float = 1.0, out_channels: int | None = None):
+    def __init__(self, g_dim: int, channels: int = 3, width: float = 1.0, out_channels: int | None = None,
+                 cond_channels: int = 0):
         super().__init__()
         c1, c2, c3, c4 = _widths(width)
         self._x_channels = (c3, c2, c1, c1)
+        self._skip_channels = (channels, c1, c2, c3)
+        self.cond_channels = cond_channels
+        e = self._extra()
         self.inp = nn.Sequential(nn.ConvTranspose2d(g_dim, c4, 4, 1, 0, bias=False), nn.BatchNorm2d(c4),
                                  nn.LeakyReLU(0.2, inplace=True))  # 4x4
         self.blocks = nn.ModuleList([
-            _deconv_bn_act(c4, c3),      # 8x8
-            _deconv_bn_act(c3 * 2, c2),  # 16x16, after concat with the 8x8 skip
-            _deconv_bn_act(c2 * 2, c1),  # 32x32
-            _deconv_bn_act(c1 * 2, c1),  # 64x64
+            _deconv_bn_act(c4, c3),          # 8x8
+            _deconv_bn_act(c3 * 2 + e, c2),  # 16x16, after concat with the 8x8 skip
+            _deconv_bn_act(c2 * 2 + e, c1),  # 32x32
+            _deconv_bn_act(c1 * 2 + e, c1),  # 64x64
         ])
-        self.last = nn.Sequential(nn.Conv2d(c1 + channels, out_channels or channels, 3, 1, 1), nn.Sigmoid())
+        self.last = nn.Sequential(nn.Conv2d(c1 + channels + e, out_channels or channels, 3, 1, 1), nn.Sigmoid())
 
     def _skip_convs(self) -> list[tuple[nn.Module, int]]:
         convs = [block[0] for block in self.blocks[1:]] + [self.last[0]]
         return list(zip(convs, self._x_channels))
 
-    def decode(self, h: torch.Tensor, terms: list[torch.Tensor]) -> torch.Tensor:
-        """h (N, g_dim) and ``skip_terms`` of M rows (M divides N) -> frames (N, C, H, W)."""
+    def decode(self, h: torch.Tensor, terms: list[torch.Tensor], cond_terms: list | None = None) -> torch.Tensor:
+        """h (N, g_dim), ``skip_terms`` of M rows (M divides N) and ``cond_terms`` of N rows -> frames (N, C, H, W)."""
         x = self.blocks[0](self.inp(h[:, :, None, None]))
         stages = [block[1:] for block in self.blocks[1:]] + [self.last[1:]]
-        for rest, (conv, cx), term in zip(stages, self._skip_convs(), terms):
-            x = rest(_add_term(_conv_part(conv, x, 0, cx, bias=True), term))
+        own = cond_terms or [None] * len(stages)
+        for rest, (conv, cx), term, c in zip(stages, self._skip_convs(), terms, own):
+            x = rest(_add_term(_conv_part(conv, x, 0, cx, bias=True), term, c))
         return x
 
-    def forward_concat(self, h: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+    def forward_concat(self, h: torch.Tensor, skips: list[torch.Tensor], c: torch.Tensor | None = None
+                       ) -> torch.Tensor:
         x = self.blocks[0](self.inp(h[:, :, None, None]))
         for block, skip in zip(self.blocks[1:], reversed(skips[1:])):
-            x = block(torch.cat([x, skip], 1))
-        return self.last(torch.cat([x, skips[0]], 1))
+            x = block(torch.cat([x, skip, *self._cond_maps(c, skip.shape[-1])], 1))
+        return self.last(torch.cat([x, skips[0], *self._cond_maps(c, skips[0].shape[-1])], 1))
 
 
-def build_backbone(name: str, g_dim: int, channels: int = 3, width: float = 1.0, out_channels: int | None = None
-                   ) -> tuple[nn.Module, nn.Module]:
-    """Encoder and decoder; the decoder emits ``out_channels`` (default ``channels``) maps through a sigmoid."""
+def build_backbone(name: str, g_dim: int, channels: int = 3, width: float = 1.0, out_channels: int | None = None,
+                   cond_channels: int = 0) -> tuple[nn.Module, nn.Module]:
+    """Encoder and decoder; the decoder emits ``out_channels`` (default ``channels``) maps through a sigmoid and,
+    with ``cond_channels`` > 0, takes a condition of that many numbers per frame spatially (see the module notes)."""
     if name == "vgg":
-        return VGGEncoder(g_dim, channels, width), VGGDecoder(g_dim, channels, width, out_channels)
+        return VGGEncoder(g_dim, channels, width), VGGDecoder(g_dim, channels, width, out_channels, cond_channels)
     if name == "dcgan":
-        return DCGANEncoder(g_dim, channels, width), DCGANDecoder(g_dim, channels, width, out_channels)
+        return (DCGANEncoder(g_dim, channels, width),
+                DCGANDecoder(g_dim, channels, width, out_channels, cond_channels))
     raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")

@@ -61,6 +61,7 @@ class ModelConfig:
     predictor_rnn_layers: int = 2
     last_frame_skip: bool = False
     output: str = "direct"      # "direct": decoder -> 3 channels + sigmoid (SVG); "compose": see CVAE
+    spatial_cond: bool = False  # the decoder also sees the condition broadcast over its maps: see CVAE.render
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -86,7 +87,8 @@ class CVAE(nn.Module):
         self.cfg = cfg
         self.compose = cfg.output == "compose"
         self.encoder, self.decoder = build_backbone(cfg.backbone, cfg.g_dim, cfg.channels, cfg.width,
-                                                    cfg.channels + 1 if self.compose else cfg.channels)
+                                                    cfg.channels + 1 if self.compose else cfg.channels,
+                                                    2 * cfg.cond_dim if cfg.spatial_cond else 0)
         self.predictor = PredictorLSTM(cfg.g_dim + cfg.z_dim + cfg.cond_dim, cfg.g_dim, cfg.rnn_size,
                                        cfg.predictor_rnn_layers)
         self.posterior = GaussianLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.posterior_rnn_layers)
@@ -113,17 +115,23 @@ class CVAE(nn.Module):
             return self.decoder.skip_terms(skips[:-1]) + [skips[-1]]
         return self.decoder.skip_terms(skips)
 
-    def render(self, g: torch.Tensor, ctx: list[torch.Tensor]) -> torch.Tensor:
+    def render(self, g: torch.Tensor, ctx: list[torch.Tensor], c: torch.Tensor | None = None) -> torch.Tensor:
         """g (N, g_dim) and a ``skip_context`` of M rows, M dividing N -> frames (N, C, H, W) in [0, 1]. Context
         row i serves rows i * N/M .. (i + 1) * N/M - 1 of g (the samples of one sequence, say).
 
         ``direct``: the decoder's sigmoid output. ``compose``: the decoder also emits a mask m, and the frame is
         m * (skip frame) + (1 - m) * (decoded colours), so unchanged pixels can be copied exactly from the frame
         the skips come from (compositing as in Finn et al. 2016).
+
+        ``spatial_cond``: c (N, 2 * cond_dim) is, per frame, the condition of the frame being drawn and that of
+        the frame the skips come from; the decoder sees both broadcast over its maps beside coordinate channels,
+        so it can place what the condition says (the gripper, at its position) and erase what the skip frame
+        shows at its own position.
         """
+        terms = self.decoder.cond_terms(c if self.cfg.spatial_cond else None)
         if not self.compose:
-            return self.decoder.decode(g, ctx)
-        out = self.decoder.decode(g, ctx[:-1])
+            return self.decoder.decode(g, ctx, terms)
+        out = self.decoder.decode(g, ctx[:-1], terms)
         rgb, mask = out[:, :-1], out[:, -1:]
         frame = ctx[-1].repeat_interleave(g.shape[0] // ctx[-1].shape[0], 0)
         return mask * frame + (1 - mask) * rgb
@@ -174,7 +182,8 @@ class CVAE(nn.Module):
         else:
             pos = [sources.index(i) for i in idx]
             ctx_seq = [_frames(c, pos).flatten(0, 1) for c in ctx]
-        x_hat = [self.render(g.flatten(0, 1), ctx_seq).unflatten(0, (B, n_seq))]   # (B, n_seq, C, H, W)
+        c_seq = torch.cat([cond[:, 1:n_seq + 1], _frames(cond, idx)], -1).flatten(0, 1)   # (B * n_seq, 2 cond)
+        x_hat = [self.render(g.flatten(0, 1), ctx_seq, c_seq).unflatten(0, (B, n_seq))]   # (B, n_seq, C, H, W)
         mu_ps, logvar_ps = [mu_p], [logvar_p]
 
         # Remaining steps feed back the model's own prediction (per sample where teacher forcing is off).
@@ -191,7 +200,8 @@ class CVAE(nn.Module):
                 ctx_t = ctx_fixed
             (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
             g_t, p_state = self.predictor(torch.cat([h_prev, z[:, t - 1], cond[:, t]], -1), p_state)
-            prev = self.render(g_t, ctx_t)
+            c_t = torch.cat([cond[:, t], cond[:, self._skip_index(t, n_past)]], -1)
+            prev = self.render(g_t, ctx_t, c_t)
             x_hat.append(prev[:, None])
             mu_ps.append(mu_p[:, None])
             logvar_ps.append(logvar_p[:, None])
@@ -204,6 +214,15 @@ class CVAE(nn.Module):
         return {"recon": recon_t.sum(), "kl": kl_t.sum(), "recon_per_step": recon_t, "kl_per_step": kl_t,
                 "x_hat": x_hat}
 
+    def latent_kl(self, x: torch.Tensor) -> torch.Tensor:
+        """KL(q(z_t | x_1..t) || p(z_t | x_1..t-1)) for frames x (B, T, C, H, W): (B, T-1), summed over latent
+        dimensions; steps t = 1 .. T-1 on the ground truth, as in training with teacher forcing. Near zero when
+        the posterior has collapsed onto the prior (z then carries nothing about the frames)."""
+        h, _ = self.encode(x)
+        (mu_q, logvar_q), _ = self.posterior(h[:, 1:])
+        (mu_p, logvar_p), _ = self._prior_stats(h[:, :-1], None)
+        return gaussian_kl(mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float())
+
     # ---- prediction -------------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, x_past: torch.Tensor, cond: torch.Tensor, n_future: int, n_samples: int = 1,
@@ -213,7 +232,8 @@ class CVAE(nn.Module):
         x_past: (B, n_past, C, H, W) ground truth; cond: (B, >= n_past + n_future, cond_dim).
         Returns (B, n_samples, n_future, C, H, W). Samples are folded into the batch, so all of them run in one
         pass. z comes from the posterior for the past steps (to warm up the LSTMs, as SVG does) and from the
-        prior for future steps: drawn (``z_mode="sample"``) or its mean (``z_mode="mean"``).
+        prior for future steps: drawn (``z_mode="sample"``), or the posterior's and then the prior's mean
+        (``z_mode="mean"``: deterministic).
         Call under ``model.eval()`` for BatchNorm running statistics.
         """
         if z_mode not in ("sample", "mean"):
@@ -232,9 +252,9 @@ class CVAE(nn.Module):
             return mu if z_mode == "mean" else reparameterize(mu, logvar, generator)
 
         p_state = prior_state = None
-        if n_past > 1:   # warm up on the past steps 1 .. n_past-1 with posterior samples
+        if n_past > 1:   # warm up on the past steps 1 .. n_past-1 with the posterior's samples (or mean)
             (mu_q, logvar_q), _ = self.posterior(h[:, 1:])
-            z = reparameterize(mu_q, logvar_q, generator)
+            z = draw(mu_q, logvar_q)
             _, p_state = self.predictor(torch.cat([h[:, :-1], z, cond[:, 1:n_past]], -1))
             if self.prior is not None:
                 _, prior_state = self.prior(h[:, :-1])
@@ -243,7 +263,8 @@ class CVAE(nn.Module):
         for t in range(n_past, T):
             (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
             g_t, p_state = self.predictor(torch.cat([h_prev, draw(mu_p, logvar_p), cond[:, t]], -1), p_state)
-            x_t = self.render(g_t, ctx)
+            src = t - 1 if self.cfg.last_frame_skip else n_past - 1
+            x_t = self.render(g_t, ctx, torch.cat([cond[:, t], cond[:, src]], -1))
             out.append(x_t)
             if t < T - 1:
                 h_prev, skip_t = self.encode_frames(x_t)
