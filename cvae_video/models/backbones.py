@@ -86,7 +86,7 @@ def _broadcast_part(conv: nn.Conv2d | nn.ConvTranspose2d, c: torch.Tensor, lo: i
     w_xy = weight[lo:lo + 2] if transposed else weight[:, lo:lo + 2]
     w_c = weight[lo + 2:] if transposed else weight[:, lo + 2:]
     ones = c.new_ones(1, 1, size, size)
-    xy = _apply(conv, coordinate_maps(1, size, c), w_xy)                                   # (1, out, h, w)
+    xy = _apply(conv, coordinate_maps(1, size, c), w_xy)[0]                                # (out, h, w)
     if transposed:   # one input channel, K * out output channels
         K, out = w_c.shape[:2]
         resp = _apply(conv, ones, w_c.reshape(1, K * out, *w_c.shape[2:]))[0].unflatten(0, (K, out))
@@ -94,7 +94,10 @@ def _broadcast_part(conv: nn.Conv2d | nn.ConvTranspose2d, c: torch.Tensor, lo: i
         out, K = w_c.shape[:2]
         resp = _apply(conv, ones, w_c.reshape(out * K, 1, *w_c.shape[2:]))[0].unflatten(0, (out, K))
         resp = resp.transpose(0, 1)
-    return xy + torch.einsum("nk,kohw->nohw", c, resp)                                      # (N, out, h, w)
+    h, w = resp.shape[-2:]
+    # one matrix product, laid out (N, h, w, out): the channels-last layout of the decoder's maps
+    flat = torch.addmm(xy.permute(1, 2, 0).reshape(1, -1), c.to(resp.dtype), resp.permute(0, 2, 3, 1).reshape(K, -1))
+    return flat.view(-1, h, w, out).permute(0, 3, 1, 2)                                      # (N, out, h, w)
 
 
 def _four_taps(w: torch.Tensor, dim: int) -> torch.Tensor:
@@ -114,8 +117,9 @@ def _upsampled_conv(conv: nn.Conv2d, x: torch.Tensor, hi: int) -> torch.Tensor:
 def _add_term(y: torch.Tensor, term: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
     """y (N, ...) + term (M, ...) where M divides N: term row i serves the N // M consecutive rows of y that start
     at row i * (N // M); plus ``own`` (N, ...), one row per row of y, if given."""
-    if own is not None:
-        y = y + own
+    if own is not None:   # in y's memory layout: adding across layouts is several times slower
+        y = y + (own if own.is_contiguous(memory_format=torch.channels_last) or not y.is_contiguous() else
+                 own.contiguous())
     if term.shape[0] == y.shape[0]:
         return y + term
     if y.shape[0] % term.shape[0]:
