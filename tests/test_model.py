@@ -1,10 +1,12 @@
+import math
+
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
 from cvae_video.models.backbones import build_backbone
 from cvae_video.models.rnn import gaussian_kl, reparameterize
-from cvae_video.models.svg import _frames
+from cvae_video.models.svg import ModelConfig, _frames
 from conftest import tiny_model
 
 
@@ -50,9 +52,9 @@ def test_shapes(prior, backbone, output):
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 @pytest.mark.parametrize("last_frame_skip", [False, True])
 @pytest.mark.parametrize("output", ["direct", "compose"])
-@pytest.mark.parametrize("spatial_cond", [False, True])
-def test_every_parameter_gets_a_gradient(prior, teacher_forcing, last_frame_skip, output, spatial_cond):
-    model = tiny_model(prior=prior, last_frame_skip=last_frame_skip, output=output, spatial_cond=spatial_cond)
+@pytest.mark.parametrize("spatial", [{}, {"spatial_cond": True}, {"spatial_cond": True, "keypoints": 2}])
+def test_every_parameter_gets_a_gradient(prior, teacher_forcing, last_frame_skip, output, spatial):
+    model = tiny_model(prior=prior, last_frame_skip=last_frame_skip, output=output, **spatial)
     x, cond = torch.rand(3, 5, 3, 64, 64), torch.randn(3, 5, 7)
     out = model(x, cond, n_past=2, teacher_forcing=teacher_forcing)
     (out["recon"] + out["kl"]).backward()
@@ -149,27 +151,55 @@ def test_latent_kl_matches_the_training_forward(prior):
 
 
 @pytest.mark.parametrize("backbone", ["dcgan", "vgg"])
-def test_spatial_condition_terms_equal_the_concatenated_maps(backbone):
+@pytest.mark.parametrize("n_maps", [0, 3])
+def test_spatial_condition_terms_equal_the_concatenated_maps(backbone, n_maps):
     """The coordinate and condition channels' part computed without maps: same output and gradients as
-    convolving the broadcast maps, in training mode."""
+    convolving the broadcast maps (and the per-frame condition maps), in training mode."""
     torch.manual_seed(0)
-    encoder, decoder = build_backbone(backbone, g_dim=16, width=0.25, cond_channels=5)
+    encoder, decoder = build_backbone(backbone, g_dim=16, width=0.25, cond_channels=5, map_channels=n_maps)
     _, skips = encoder(torch.rand(6, 3, 64, 64))
     skips = [s.detach() for s in skips]
     h = torch.randn(6, 16)
     c = torch.randn(6, 5, requires_grad=True)
+    base = torch.rand(6, n_maps, 64, 64)
+    maps = (lambda size: torch.nn.functional.interpolate(base, size=size, mode="area")) if n_maps else None
     inputs = [c, *decoder.parameters()]
     weights = torch.rand(6, 3, 64, 64)
-    ours, plain = decoder(h, skips, c), decoder.forward_concat(h, skips, c)
+    ours, plain = decoder(h, skips, c, maps), decoder.forward_concat(h, skips, c, maps)
     assert torch.allclose(ours, plain, atol=1e-5)
     for a, b in zip(torch.autograd.grad((ours * weights).sum(), inputs),
                     torch.autograd.grad((plain * weights).sum(), inputs)):
-        assert (a - b).abs().max() <= 1e-5 * b.abs().max(), (a - b).abs().max() / b.abs().max()
+        assert (a - b).abs().max() <= 5e-5 * b.abs().max(), (a - b).abs().max() / b.abs().max()
     # the coordinates matter: a decoder whose maps were all constant could not tell left from right
-    flipped = decoder.forward_concat(h, [s.flip(-1) for s in skips], c).flip(-1)
+    flip = (lambda size: maps(size).flip(-1)) if n_maps else None
+    flipped = decoder.forward_concat(h, [s.flip(-1) for s in skips], c, flip).flip(-1)
     assert not torch.allclose(ours, flipped, atol=1e-4)
     with pytest.raises(ValueError, match="condition of 5"):
         decoder(h, skips)
+    if n_maps:
+        with pytest.raises(ValueError, match="3 condition maps"):
+            decoder(h, skips, c)
+
+
+def test_condition_keypoints_are_blobs_at_affine_points():
+    from cvae_video.models.svg import ConditionKeypoints
+    kp = ConditionKeypoints(cond_dim=3, n=2, init_sigma=0.1)
+    with torch.no_grad():
+        kp.proj.weight.zero_()
+        kp.proj.bias.copy_(torch.tensor([-0.5, 0.25, 0.0, 0.0]))   # point 0 at x=-0.5, y=0.25; point 1 centred
+        kp.proj.weight[0, 0] = 1.0                                  # point 0's x follows c[0]
+    c = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0]])
+    maps = kp(c, 33)                                    # pixel centres at -1, -15/16, ..., 1: a pixel at each point
+    assert maps.shape == (2, 2, 33, 33)
+    r = torch.linspace(-1, 1, 33)
+    for n, x0 in ((0, -0.5), (1, 0.0)):
+        row, col = divmod(int(maps[n, 0].argmax()), 33)
+        assert (r[col].item(), r[row].item()) == pytest.approx((x0, 0.25))
+    assert maps[0, 0, 20, 8].item() == pytest.approx(math.exp(-((r[8] + 0.5) ** 2 + (r[20] - 0.25) ** 2) / 0.02),
+                                                     rel=1e-5)
+    assert maps[:, 1].argmax().item() == 16 * 33 + 16   # the centred point
+    with pytest.raises(ValueError, match="need spatial_cond"):
+        ModelConfig(keypoints=2)
 
 
 @pytest.mark.parametrize("output", ["direct", "compose"])

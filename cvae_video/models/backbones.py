@@ -84,14 +84,15 @@ def _broadcast_part(conv: nn.Conv2d | nn.ConvTranspose2d, c: torch.Tensor, lo: i
     weight = conv.weight
     transposed = isinstance(conv, nn.ConvTranspose2d)   # weight (in, out, k, k), else (out, in, k, k)
     w_xy = weight[lo:lo + 2] if transposed else weight[:, lo:lo + 2]
-    w_c = weight[lo + 2:] if transposed else weight[:, lo + 2:]
+    K = c.shape[1]
+    w_c = weight[lo + 2:lo + 2 + K] if transposed else weight[:, lo + 2:lo + 2 + K]
     ones = c.new_ones(1, 1, size, size)
     xy = _apply(conv, coordinate_maps(1, size, c), w_xy)[0]                                # (out, h, w)
     if transposed:   # one input channel, K * out output channels
-        K, out = w_c.shape[:2]
+        out = w_c.shape[1]
         resp = _apply(conv, ones, w_c.reshape(1, K * out, *w_c.shape[2:]))[0].unflatten(0, (K, out))
     else:            # K * out filters of one input channel each
-        out, K = w_c.shape[:2]
+        out = w_c.shape[0]
         resp = _apply(conv, ones, w_c.reshape(out * K, 1, *w_c.shape[2:]))[0].unflatten(0, (out, K))
         resp = resp.transpose(0, 1)
     h, w = resp.shape[-2:]
@@ -131,45 +132,58 @@ class _SkipDecoder(nn.Module):
     """A decoder whose skip maps enter through convolutions over concatenations: see the module notes.
 
     Subclasses list ``_skip_convs()``, the (conv, x channels) of each such convolution in the order the skips are
-    consumed, set ``_skip_channels`` (the skips' channels, finest first) and ``cond_channels``, and implement
-    ``decode``. Each such convolution's input is [x, skip, coordinates (2), condition (cond_channels)], the last
-    two only when ``cond_channels`` > 0.
+    consumed, set ``_skip_channels`` (the skips' channels, finest first), ``cond_channels`` and ``map_channels``,
+    and implement ``decode``. Each such convolution's input is [x, skip, coordinates (2), condition
+    (cond_channels), maps (map_channels)], the last three only when ``cond_channels`` > 0: the maps are per-frame
+    pictures made from the condition (see ``CVAE``), built at each stage's size by a function given with it.
     """
 
     SKIP_SIZES = (8, 16, 32, 64)   # map size at each skip convolution's input, coarsest first (64x64 frames)
     cond_channels = 0
+    map_channels = 0
 
     def _skip_convs(self) -> list[tuple[nn.Module, int]]:
         raise NotImplementedError
 
     def _extra(self) -> int:
-        return 2 + self.cond_channels if self.cond_channels else 0
+        return 2 + self.cond_channels + self.map_channels if self.cond_channels else 0
 
     def skip_terms(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
         """Skip maps (M rows each, finest first) -> the skip parts of the decoder's convolutions (M rows each)."""
         return [_conv_part(conv, s, cx, cx + s.shape[1], bias=False)
                 for (conv, cx), s in zip(self._skip_convs(), reversed(skips))]   # consumed coarsest first
 
-    def cond_terms(self, c: torch.Tensor | None) -> list[torch.Tensor | None]:
-        """The condition's and the coordinates' parts of the skip convolutions, (N, out, h, w) each, for the
-        per-frame condition c (N, cond_channels); Nones without a spatial condition."""
+    def cond_terms(self, c: torch.Tensor | None, maps=None) -> list[torch.Tensor | None]:
+        """The condition's, the coordinates' and the maps' parts of the skip convolutions, (N, out, h, w) each,
+        for the per-frame condition c (N, cond_channels) and ``maps(size)`` -> (N, map_channels, size, size);
+        Nones without a spatial condition."""
         if not self.cond_channels:
             return [None] * len(self.SKIP_SIZES)
         if c is None or c.shape[-1] != self.cond_channels:
             raise ValueError(f"this decoder takes a condition of {self.cond_channels} numbers per frame, got "
                              f"{None if c is None else tuple(c.shape)}")
+        if self.map_channels and maps is None:
+            raise ValueError(f"this decoder takes {self.map_channels} condition maps per frame, got none")
         lo = [cx + cs for (_, cx), cs in zip(self._skip_convs(), reversed(self._skip_channels))]
-        return [_broadcast_part(conv, c, at, size)
-                for (conv, _), at, size in zip(self._skip_convs(), lo, self.SKIP_SIZES)]
+        terms = []
+        for (conv, _), at, size in zip(self._skip_convs(), lo, self.SKIP_SIZES):
+            term = _broadcast_part(conv, c, at, size)
+            if self.map_channels:
+                m = at + 2 + self.cond_channels
+                term = term + _conv_part(conv, maps(size), m, m + self.map_channels, bias=False)
+            terms.append(term)
+        return terms
 
-    def _cond_maps(self, c: torch.Tensor | None, size: int) -> list[torch.Tensor]:
-        """The extra input maps of ``forward_concat`` at one stage: coordinates and c broadcast."""
+    def _cond_maps(self, c: torch.Tensor | None, size: int, maps=None) -> list[torch.Tensor]:
+        """The extra input maps of ``forward_concat`` at one stage: coordinates, c broadcast, the maps."""
         if not self.cond_channels:
             return []
-        return [coordinate_maps(c.shape[0], size, c), c[:, :, None, None].expand(-1, -1, size, size)]
+        return [coordinate_maps(c.shape[0], size, c), c[:, :, None, None].expand(-1, -1, size, size),
+                *([maps(size)] if self.map_channels else [])]
 
-    def forward(self, h: torch.Tensor, skips: list[torch.Tensor], c: torch.Tensor | None = None) -> torch.Tensor:
-        return self.decode(h, self.skip_terms(skips), self.cond_terms(c))
+    def forward(self, h: torch.Tensor, skips: list[torch.Tensor], c: torch.Tensor | None = None,
+                maps=None) -> torch.Tensor:
+        return self.decode(h, self.skip_terms(skips), self.cond_terms(c, maps))
 
 
 def _vgg_block(widths: list[int]) -> nn.Sequential:
@@ -201,12 +215,12 @@ class VGGEncoder(nn.Module):
 
 class VGGDecoder(_SkipDecoder):
     def __init__(self, g_dim: int, channels: int = 3, width: float = 1.0, out_channels: int | None = None,
-                 cond_channels: int = 0):
+                 cond_channels: int = 0, map_channels: int = 0):
         super().__init__()
         c1, c2, c3, c4 = _widths(width)
         self._x_channels = (c4, c3, c2, c1)
         self._skip_channels = (c1, c2, c3, c4)
-        self.cond_channels = cond_channels
+        self.cond_channels, self.map_channels = cond_channels, map_channels
         e = self._extra()
         self.inp = nn.Sequential(nn.ConvTranspose2d(g_dim, c4, 4, 1, 0, bias=False), nn.BatchNorm2d(c4),
                                  nn.LeakyReLU(0.2, inplace=True))  # 1x1 -> 4x4
@@ -233,12 +247,12 @@ class VGGDecoder(_SkipDecoder):
             x = rest(first[2](first[1](y)))
         return x
 
-    def forward_concat(self, h: torch.Tensor, skips: list[torch.Tensor], c: torch.Tensor | None = None
-                       ) -> torch.Tensor:
+    def forward_concat(self, h: torch.Tensor, skips: list[torch.Tensor], c: torch.Tensor | None = None,
+                       maps=None) -> torch.Tensor:
         x = self.inp(h[:, :, None, None])
         for block, skip in zip(self.blocks, reversed(skips[1:])):
-            x = block(torch.cat([self.up(x), skip, *self._cond_maps(c, skip.shape[-1])], 1))
-        return self.last(torch.cat([self.up(x), skips[0], *self._cond_maps(c, skips[0].shape[-1])], 1))
+            x = block(torch.cat([self.up(x), skip, *self._cond_maps(c, skip.shape[-1], maps)], 1))
+        return self.last(torch.cat([self.up(x), skips[0], *self._cond_maps(c, skips[0].shape[-1], maps)], 1))
 
 
 class DCGANEncoder(nn.Module):
@@ -263,12 +277,12 @@ class DCGANEncoder(nn.Module):
 
 class DCGANDecoder(_SkipDecoder):
     def __init__(self, g_dim: int, channels: int = 3, width: float = 1.0, out_channels: int | None = None,
-                 cond_channels: int = 0):
+                 cond_channels: int = 0, map_channels: int = 0):
         super().__init__()
         c1, c2, c3, c4 = _widths(width)
         self._x_channels = (c3, c2, c1, c1)
         self._skip_channels = (channels, c1, c2, c3)
-        self.cond_channels = cond_channels
+        self.cond_channels, self.map_channels = cond_channels, map_channels
         e = self._extra()
         self.inp = nn.Sequential(nn.ConvTranspose2d(g_dim, c4, 4, 1, 0, bias=False), nn.BatchNorm2d(c4),
                                  nn.LeakyReLU(0.2, inplace=True))  # 4x4
@@ -293,21 +307,22 @@ class DCGANDecoder(_SkipDecoder):
             x = rest(_add_term(_conv_part(conv, x, 0, cx, bias=True), term, c))
         return x
 
-    def forward_concat(self, h: torch.Tensor, skips: list[torch.Tensor], c: torch.Tensor | None = None
-                       ) -> torch.Tensor:
+    def forward_concat(self, h: torch.Tensor, skips: list[torch.Tensor], c: torch.Tensor | None = None,
+                       maps=None) -> torch.Tensor:
         x = self.blocks[0](self.inp(h[:, :, None, None]))
         for block, skip in zip(self.blocks[1:], reversed(skips[1:])):
-            x = block(torch.cat([x, skip, *self._cond_maps(c, skip.shape[-1])], 1))
-        return self.last(torch.cat([x, skips[0], *self._cond_maps(c, skips[0].shape[-1])], 1))
+            x = block(torch.cat([x, skip, *self._cond_maps(c, skip.shape[-1], maps)], 1))
+        return self.last(torch.cat([x, skips[0], *self._cond_maps(c, skips[0].shape[-1], maps)], 1))
 
 
 def build_backbone(name: str, g_dim: int, channels: int = 3, width: float = 1.0, out_channels: int | None = None,
-                   cond_channels: int = 0) -> tuple[nn.Module, nn.Module]:
+                   cond_channels: int = 0, map_channels: int = 0) -> tuple[nn.Module, nn.Module]:
     """Encoder and decoder; the decoder emits ``out_channels`` (default ``channels``) maps through a sigmoid and,
     with ``cond_channels`` > 0, takes a condition of that many numbers per frame spatially (see the module notes)."""
     if name == "vgg":
-        return VGGEncoder(g_dim, channels, width), VGGDecoder(g_dim, channels, width, out_channels, cond_channels)
+        return VGGEncoder(g_dim, channels, width), VGGDecoder(g_dim, channels, width, out_channels, cond_channels,
+                                                                  map_channels)
     if name == "dcgan":
         return (DCGANEncoder(g_dim, channels, width),
-                DCGANDecoder(g_dim, channels, width, out_channels, cond_channels))
+                DCGANDecoder(g_dim, channels, width, out_channels, cond_channels, map_channels))
     raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")

@@ -19,6 +19,7 @@ x_hat_{t-1} (re-encoded), exactly as at prediction time. Skip features come from
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -46,6 +47,35 @@ def _frames(x: torch.Tensor, index: int | list[int]) -> torch.Tensor:
     return y.movedim(-1, -3) if cl else y
 
 
+class ConditionKeypoints(nn.Module):
+    """``n`` image points per condition vector, each an affine function of it, drawn as Gaussian blobs.
+
+    A robot's end-effector position seen by a fixed camera lands at an image point that is close to an affine
+    function of it; a blob there is a picture the decoder can paint the gripper into with one convolution. The
+    points' maps (and their widths, which start at a quarter of the image's half-width so that every blob
+    overlaps the gripper wherever it is) are learnt with the rest of the model.
+    """
+
+    def __init__(self, cond_dim: int, n: int, init_sigma: float = 0.25):
+        super().__init__()
+        self.n = n
+        self.proj = nn.Linear(cond_dim, 2 * n)
+        self.log_sigma = nn.Parameter(torch.full((n,), math.log(init_sigma)))
+
+    def points(self, c: torch.Tensor) -> torch.Tensor:
+        """c (N, cond_dim) -> (N, n, 2) points (x, y), in the [-1, 1] coordinates of ``coordinate_maps``."""
+        return self.proj(c).unflatten(-1, (self.n, 2))
+
+    def forward(self, c: torch.Tensor, size: int) -> torch.Tensor:
+        """c (N, cond_dim) -> (N, n, size, size) blobs exp(-|p - point|^2 / (2 sigma^2)) over pixel centres p."""
+        uv = self.points(c).float()
+        r = torch.linspace(-1.0, 1.0, size, device=c.device)
+        k = (0.5 * torch.exp(-2 * self.log_sigma.float()))[None, :, None]       # (1, n, 1)
+        gx = torch.exp(-k * (r - uv[..., :1]) ** 2)                             # (N, n, size): along x
+        gy = torch.exp(-k * (r - uv[..., 1:]) ** 2)                             # along y
+        return (gy[..., :, None] * gx[..., None, :]).to(c.dtype)               # separable: (N, n, size, size)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "vgg"
@@ -62,6 +92,7 @@ class ModelConfig:
     last_frame_skip: bool = False
     output: str = "direct"      # "direct": decoder -> 3 channels + sigmoid (SVG); "compose": see CVAE
     spatial_cond: bool = False  # the decoder also sees the condition broadcast over its maps: see CVAE.render
+    keypoints: int = 0          # with spatial_cond: image points learnt from the condition, drawn as blobs
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -76,6 +107,9 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.width <= 0:
             raise ValueError(f"width must be > 0, got {self.width}")
+        if self.keypoints < 0 or self.keypoints and not self.spatial_cond:
+            raise ValueError(f"keypoints must be >= 0 and need spatial_cond, got keypoints={self.keypoints}, "
+                             f"spatial_cond={self.spatial_cond}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,7 +122,9 @@ class CVAE(nn.Module):
         self.compose = cfg.output == "compose"
         self.encoder, self.decoder = build_backbone(cfg.backbone, cfg.g_dim, cfg.channels, cfg.width,
                                                     cfg.channels + 1 if self.compose else cfg.channels,
-                                                    2 * cfg.cond_dim if cfg.spatial_cond else 0)
+                                                    2 * cfg.cond_dim if cfg.spatial_cond else 0,
+                                                    2 * cfg.keypoints)
+        self.keypoints = ConditionKeypoints(cfg.cond_dim, cfg.keypoints) if cfg.keypoints else None
         self.predictor = PredictorLSTM(cfg.g_dim + cfg.z_dim + cfg.cond_dim, cfg.g_dim, cfg.rnn_size,
                                        cfg.predictor_rnn_layers)
         self.posterior = GaussianLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.posterior_rnn_layers)
@@ -126,9 +162,15 @@ class CVAE(nn.Module):
         ``spatial_cond``: c (N, 2 * cond_dim) is, per frame, the condition of the frame being drawn and that of
         the frame the skips come from; the decoder sees both broadcast over its maps beside coordinate channels,
         so it can place what the condition says (the gripper, at its position) and erase what the skip frame
-        shows at its own position.
+        shows at its own position. With ``keypoints`` J it also sees, for each of the two conditions, J Gaussian
+        blobs at image points that are learnt affine functions of the condition (:class:`ConditionKeypoints`).
         """
-        terms = self.decoder.cond_terms(c if self.cfg.spatial_cond else None)
+        maps = None
+        if self.keypoints is not None:   # blobs at the points of the drawn frame's and the skip frame's condition
+            c_now, c_src = c.chunk(2, -1)
+            maps = lambda size: torch.cat([self.keypoints(c_now, size), self.keypoints(c_src, size)], 1) \
+                .contiguous(memory_format=torch.channels_last)
+        terms = self.decoder.cond_terms(c if self.cfg.spatial_cond else None, maps)
         if not self.compose:
             return self.decoder.decode(g, ctx, terms)
         out = self.decoder.decode(g, ctx[:-1], terms)
