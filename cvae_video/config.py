@@ -70,6 +70,7 @@ class TrainConfig:
     output: str = "direct"             # "direct" (SVG: sigmoid frame) or "compose" (mask over the skip frame)
     spatial_cond: bool = False         # the decoder also sees the condition broadcast over its maps, with coordinates
     keypoints: int = 0                 # with spatial_cond: image points learnt from the condition, drawn as blobs
+    motion_kernels: int = 0            # with compose: kernels moving the previous frame's pixels (CDNA)
     # data
     data_root: str = ""                # empty: the built-in synthetic push world, generated once into a cache
     synth_n_train: int = 2048
@@ -99,7 +100,7 @@ class TrainConfig:
                            posterior_rnn_layers=self.posterior_rnn_layers, prior_rnn_layers=self.prior_rnn_layers,
                            predictor_rnn_layers=self.predictor_rnn_layers, last_frame_skip=self.last_frame_skip,
                            output=self.output, spatial_cond=self.spatial_cond,
-                           keypoints=self.keypoints)
+                           keypoints=self.keypoints, motion_kernels=self.motion_kernels)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first key whose value is impossible."""

@@ -52,8 +52,11 @@ def test_shapes(prior, backbone, output):
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 @pytest.mark.parametrize("last_frame_skip", [False, True])
 @pytest.mark.parametrize("output", ["direct", "compose"])
-@pytest.mark.parametrize("spatial", [{}, {"spatial_cond": True}, {"spatial_cond": True, "keypoints": 2}])
+@pytest.mark.parametrize("spatial", [{}, {"spatial_cond": True}, {"spatial_cond": True, "keypoints": 2},
+                                     {"motion_kernels": 2}])
 def test_every_parameter_gets_a_gradient(prior, teacher_forcing, last_frame_skip, output, spatial):
+    if spatial.get("motion_kernels") and output != "compose":
+        pytest.skip("motion kernels go with the compose output")
     model = tiny_model(prior=prior, last_frame_skip=last_frame_skip, output=output, **spatial)
     x, cond = torch.rand(3, 5, 3, 64, 64), torch.randn(3, 5, 7)
     out = model(x, cond, n_past=2, teacher_forcing=teacher_forcing)
@@ -274,3 +277,43 @@ def test_frame_selection_keeps_channels_last_forward_and_backward(index):
     ref, = torch.autograd.grad((x[:, index] * w).sum(), base)
     assert grad.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(grad, ref)
+
+
+def test_motion_kernels_move_the_previous_frame():
+    from cvae_video.models.svg import MotionKernels
+    mk = MotionKernels(g_dim=4, n=2)
+    k = mk.SIZE
+    with torch.no_grad():
+        mk.head.weight.zero_()
+        mk.head.bias.fill_(-50.0)
+        mk.head.bias.view(2, k, k)[0, k // 2, k // 2 + 2] = 50.0   # kernel 0: weight at offset (0, +2)
+        mk.head.bias.view(2, k, k)[1, k // 2, k // 2] = 50.0       # kernel 1: the identity
+    prev = torch.rand(3, 3, 16, 16)
+    moved = mk(torch.zeros(3, 4), prev)
+    assert moved.shape == (3, 2, 3, 16, 16)
+    assert torch.allclose(moved[:, 1], prev, atol=1e-5)
+    # output pixel (i, j) takes input (i, j + 2): the picture moves two pixels to the left
+    assert torch.allclose(moved[:, 0, :, :, :-2], prev[:, :, :, 2:], atol=1e-5)
+    assert torch.allclose(moved[:, 0, :, :, -2:], prev[:, :, :, -1:].expand(-1, -1, -1, 2), atol=1e-5)  # edge
+    kern = MotionKernels(g_dim=4, n=3).kernels(torch.randn(5, 4))
+    assert torch.allclose(kern.sum((-1, -2)), torch.ones(5, 3)) and (kern >= 0).all()
+
+
+def test_motion_output_uses_the_previous_frame_of_every_step():
+    """Prediction feeds its own last frame to the kernels; training feeds the ground truth under teacher forcing:
+    with the weights on the moved frames only and identity kernels, each frame repeats the one before it."""
+    model = tiny_model(output="compose", motion_kernels=1).eval()
+    with torch.no_grad():
+        last = model.decoder.last[0]
+        last.weight[3:].zero_()
+        last.bias[3:] = torch.tensor([-30.0, -30.0, 30.0])       # weights: skip frame, colours, moved frame
+        model.motion.head.weight.zero_()
+        model.motion.head.bias.fill_(-50.0)
+        model.motion.head.bias.view(1, 81)[0, 40] = 50.0
+    x, cond = torch.rand(2, 5, 3, 64, 64), torch.randn(2, 5, 7)
+    pred = model.predict(x[:, :2], cond, 3)
+    assert torch.allclose(pred[:, 0], x[:, 1:2].expand(-1, 3, -1, -1, -1), atol=1e-4)
+    out = model(x, cond, 2, True)
+    assert torch.allclose(out["x_hat"], x[:, :-1], atol=1e-4)
+    with pytest.raises(ValueError, match="need output 'compose'"):
+        ModelConfig(motion_kernels=2)

@@ -170,7 +170,9 @@ class _SkipDecoder(nn.Module):
             term = _broadcast_part(conv, c, at, size)
             if self.map_channels:
                 m = at + 2 + self.cond_channels
-                term = term + _conv_part(conv, maps(size), m, m + self.map_channels, bias=False)
+                with torch.autocast(c.device.type, enabled=False):   # few channels: faster in fp32 on CPUs
+                    part = _conv_part(conv, maps(size).float(), m, m + self.map_channels, bias=False)
+                term = term + part.to(term.dtype)
             terms.append(term)
         return terms
 

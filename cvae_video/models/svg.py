@@ -23,6 +23,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .backbones import BACKBONES, build_backbone
@@ -76,6 +77,38 @@ class ConditionKeypoints(nn.Module):
         return (gy[..., :, None] * gx[..., None, :]).to(c.dtype)               # separable: (N, n, size, size)
 
 
+class MotionKernels(nn.Module):
+    """K normalised k x k kernels per frame, predicted from g, each applied to the previous frame (CDNA, Finn et
+    al. 2016): a kernel whose weight sits off centre moves the frame's pixels by that offset, up to k // 2 pixels
+    per step. They start near the identity (83% of the weight at the centre): the previous frame, a little blurred."""
+
+    SIZE = 9
+
+    def __init__(self, g_dim: int, n: int):
+        super().__init__()
+        self.n = n
+        self.head = nn.Linear(g_dim, n * self.SIZE ** 2)
+        with torch.no_grad():
+            self.head.weight.mul_(0.1)
+            self.head.bias.zero_()
+            self.head.bias.view(n, self.SIZE ** 2)[:, self.SIZE ** 2 // 2] = 6.0   # 83% of the weight
+
+    def kernels(self, g: torch.Tensor) -> torch.Tensor:
+        """g (N, g_dim) -> (N, K, k, k), each kernel non-negative and summing to one."""
+        k = self.SIZE
+        return torch.softmax(self.head(g).float().unflatten(-1, (self.n, k * k)), -1).unflatten(-1, (k, k))
+
+    def forward(self, g: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """g (N, g_dim), prev (N, C, H, W) -> the K moved frames (N, K, C, H, W), edges replicated."""
+        N, C, H, W = prev.shape
+        k, K = self.SIZE, self.n
+        kern = self.kernels(g).to(prev.dtype)                              # (N, K, k, k)
+        x = F.pad(prev.reshape(1, N * C, H, W), (k // 2,) * 4, mode="replicate")
+        w = kern[:, None].expand(N, C, K, k, k).reshape(N * C * K, 1, k, k)
+        out = F.conv2d(x, w, groups=N * C)                                 # (1, N * C * K, H, W)
+        return out.view(N, C, K, H, W).transpose(1, 2)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "vgg"
@@ -93,6 +126,7 @@ class ModelConfig:
     output: str = "direct"      # "direct": decoder -> 3 channels + sigmoid (SVG); "compose": see CVAE
     spatial_cond: bool = False  # the decoder also sees the condition broadcast over its maps: see CVAE.render
     keypoints: int = 0          # with spatial_cond: image points learnt from the condition, drawn as blobs
+    motion_kernels: int = 0     # with compose: K kernels that move the previous frame's pixels (CDNA), see render
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -107,6 +141,9 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.width <= 0:
             raise ValueError(f"width must be > 0, got {self.width}")
+        if self.motion_kernels < 0 or self.motion_kernels and self.output != "compose":
+            raise ValueError(f"motion_kernels must be >= 0 and need output 'compose', got "
+                             f"motion_kernels={self.motion_kernels}, output={self.output!r}")
         if self.keypoints < 0 or self.keypoints and not self.spatial_cond:
             raise ValueError(f"keypoints must be >= 0 and need spatial_cond, got keypoints={self.keypoints}, "
                              f"spatial_cond={self.spatial_cond}")
@@ -120,11 +157,13 @@ class CVAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.compose = cfg.output == "compose"
-        self.encoder, self.decoder = build_backbone(cfg.backbone, cfg.g_dim, cfg.channels, cfg.width,
-                                                    cfg.channels + 1 if self.compose else cfg.channels,
+        K = cfg.motion_kernels
+        out_channels = cfg.channels + (2 + K if K else 1) if self.compose else cfg.channels
+        self.encoder, self.decoder = build_backbone(cfg.backbone, cfg.g_dim, cfg.channels, cfg.width, out_channels,
                                                     2 * cfg.cond_dim if cfg.spatial_cond else 0,
                                                     2 * cfg.keypoints)
         self.keypoints = ConditionKeypoints(cfg.cond_dim, cfg.keypoints) if cfg.keypoints else None
+        self.motion = MotionKernels(cfg.g_dim, K) if K else None
         self.predictor = PredictorLSTM(cfg.g_dim + cfg.z_dim + cfg.cond_dim, cfg.g_dim, cfg.rnn_size,
                                        cfg.predictor_rnn_layers)
         self.posterior = GaussianLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.posterior_rnn_layers)
@@ -151,7 +190,8 @@ class CVAE(nn.Module):
             return self.decoder.skip_terms(skips[:-1]) + [skips[-1]]
         return self.decoder.skip_terms(skips)
 
-    def render(self, g: torch.Tensor, ctx: list[torch.Tensor], c: torch.Tensor | None = None) -> torch.Tensor:
+    def render(self, g: torch.Tensor, ctx: list[torch.Tensor], c: torch.Tensor | None = None,
+               prev: torch.Tensor | None = None) -> torch.Tensor:
         """g (N, g_dim) and a ``skip_context`` of M rows, M dividing N -> frames (N, C, H, W) in [0, 1]. Context
         row i serves rows i * N/M .. (i + 1) * N/M - 1 of g (the samples of one sequence, say).
 
@@ -164,6 +204,12 @@ class CVAE(nn.Module):
         so it can place what the condition says (the gripper, at its position) and erase what the skip frame
         shows at its own position. With ``keypoints`` J it also sees, for each of the two conditions, J Gaussian
         blobs at image points that are learnt affine functions of the condition (:class:`ConditionKeypoints`).
+
+        ``motion_kernels`` K (with ``compose``): prev (N, C, H, W) is each frame's previous frame (ground truth
+        or the model's own). K kernels predicted from g move its pixels (:class:`MotionKernels`), and the frame
+        is the mixture of the skip frame, the decoded colours and the K moved frames under K + 2 per-pixel
+        weights that the decoder emits (normalised to sum to one): motion-based output as in CDNA (Finn et al.
+        2016). What moves a little from one frame to the next, a pushed object, is moved rather than drawn.
         """
         maps = None
         if self.keypoints is not None:   # blobs at the points of the drawn frame's and the skip frame's condition
@@ -174,9 +220,15 @@ class CVAE(nn.Module):
         if not self.compose:
             return self.decoder.decode(g, ctx, terms)
         out = self.decoder.decode(g, ctx[:-1], terms)
-        rgb, mask = out[:, :-1], out[:, -1:]
+        C = self.cfg.channels
         frame = ctx[-1].repeat_interleave(g.shape[0] // ctx[-1].shape[0], 0)
-        return mask * frame + (1 - mask) * rgb
+        if self.motion is None:
+            rgb, mask = out[:, :C], out[:, C:]
+            return mask * frame + (1 - mask) * rgb
+        rgb, w = out[:, :C], out[:, C:]                                    # w: (N, K + 2, H, W) in (0, 1)
+        moved = self.motion(g, prev)                                       # (N, K, C, H, W)
+        w = w / (w.sum(1, keepdim=True) + 1e-6)
+        return w[:, :1] * frame + w[:, 1:2] * rgb + (w[:, 2:, None] * moved).sum(1)
 
     def _skip_index(self, t: int, n_past: int) -> int:
         """Frame whose encoder features are the skip connections at step t (ground-truth path)."""
@@ -225,7 +277,8 @@ class CVAE(nn.Module):
             pos = [sources.index(i) for i in idx]
             ctx_seq = [_frames(c, pos).flatten(0, 1) for c in ctx]
         c_seq = torch.cat([cond[:, 1:n_seq + 1], _frames(cond, idx)], -1).flatten(0, 1)   # (B * n_seq, 2 cond)
-        x_hat = [self.render(g.flatten(0, 1), ctx_seq, c_seq).unflatten(0, (B, n_seq))]   # (B, n_seq, C, H, W)
+        prev_seq = x[:, :n_seq].flatten(0, 1) if self.motion is not None else None   # frame t - 1 of step t
+        x_hat = [self.render(g.flatten(0, 1), ctx_seq, c_seq, prev_seq).unflatten(0, (B, n_seq))]
         mu_ps, logvar_ps = [mu_p], [logvar_p]
 
         # Remaining steps feed back the model's own prediction (per sample where teacher forcing is off).
@@ -243,7 +296,8 @@ class CVAE(nn.Module):
             (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
             g_t, p_state = self.predictor(torch.cat([h_prev, z[:, t - 1], cond[:, t]], -1), p_state)
             c_t = torch.cat([cond[:, t], cond[:, self._skip_index(t, n_past)]], -1)
-            prev = self.render(g_t, ctx_t, c_t)
+            prev_t = torch.where(keep[:, :, None, None], x[:, t - 1], prev) if self.motion is not None else None
+            prev = self.render(g_t, ctx_t, c_t, prev_t)
             x_hat.append(prev[:, None])
             mu_ps.append(mu_p[:, None])
             logvar_ps.append(logvar_p[:, None])
@@ -301,13 +355,15 @@ class CVAE(nn.Module):
             if self.prior is not None:
                 _, prior_state = self.prior(h[:, :-1])
         h_prev = h[:, -1]
+        prev = x_past[:, -1].repeat_interleave(S, 0) if self.motion is not None else None
         out = []
         for t in range(n_past, T):
             (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
             g_t, p_state = self.predictor(torch.cat([h_prev, draw(mu_p, logvar_p), cond[:, t]], -1), p_state)
             src = t - 1 if self.cfg.last_frame_skip else n_past - 1
-            x_t = self.render(g_t, ctx, torch.cat([cond[:, t], cond[:, src]], -1))
+            x_t = self.render(g_t, ctx, torch.cat([cond[:, t], cond[:, src]], -1), prev)
             out.append(x_t)
+            prev = x_t if prev is not None else None
             if t < T - 1:
                 h_prev, skip_t = self.encode_frames(x_t)
                 if self.cfg.last_frame_skip:
