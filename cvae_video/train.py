@@ -108,7 +108,9 @@ def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, beta: float, t
 
 # Below this KL per step (nats, posterior against prior on the validate split) the latent counts as collapsed:
 # z then carries less than a hundredth of a nat about each frame, the samples of a prediction barely differ and
-# the model is in effect deterministic. A live latent on the push world sits at tenths of a nat or more.
+# the model is in effect deterministic. The converse does not hold under free bits: below the floor the
+# posterior's variance drifts from the prior's at no cost, which counts as KL without carrying information, so
+# a KL above the threshold is no proof of a live latent (cvae-eval's sample diversity is).
 COLLAPSED_KL = 0.01
 
 
@@ -378,7 +380,7 @@ def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False, overwrite:
             for k in sums:
                 sums[k] += logs[k]
             bar.set_postfix(loss=f"{logs['loss']:.4f}", mse=f"{logs['mse']:.5f}", kl=f"{logs['kl']:.3f}",
-                            beta=f"{beta:.2f}")
+                            beta=f"{beta:.3g}")
         bar.close()
 
         val_psnr = val_kl = None
@@ -420,7 +422,7 @@ def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False, overwrite:
             vp = f"{val_psnr:6.2f}" if val_psnr is not None else "   -  "
             loss = (f"loss {record['loss']:.4f}  mse {record['mse']:.5f}  kl {record['kl']:.4f}"
                     if n_good else "loss    -  ")
-            tqdm.write(f"epoch {epoch + 1:4d}/{cfg.niter}  {loss}  beta {beta:.3f}  tfr {tfr:.2f}  val_psnr {vp}  "
+            tqdm.write(f"epoch {epoch + 1:4d}/{cfg.niter}  {loss}  beta {beta:.3g}  tfr {tfr:.2f}  val_psnr {vp}  "
                        + (f"skipped {skipped}  " if skipped else "") + f"{record['seconds']:.0f}s")
     distributed.barrier(ctx)   # no rank returns before rank 0's files are written
     return record
