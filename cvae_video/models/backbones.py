@@ -171,7 +171,7 @@ class _SkipDecoder(nn.Module):
             if self.map_channels:
                 m = at + 2 + self.cond_channels
                 with torch.autocast(c.device.type, enabled=False):   # few channels: faster in fp32 on CPUs
-                    part = _conv_part(conv, maps(size).float(), m, m + self.map_channels, bias=False)
+                    part = _conv_part(conv, maps(size).to(conv.weight.dtype), m, m + self.map_channels, bias=False)
                 term = term + part.to(term.dtype)
             terms.append(term)
         return terms
