@@ -60,9 +60,8 @@ class ShuffledConditions(Dataset):
     def __getitem__(self, i: int) -> dict:
         item = dict(self.dataset[i])
         other = self.dataset[int(self.perm[i])]["cond"]
-        n = min(len(other), len(item["cond"]))
-        if n < len(item["cond"]):
-            raise DataError(f"sequence {self.perm[i]} has {n} condition rows, sequence {i} needs "
+        if len(other) < len(item["cond"]):
+            raise DataError(f"sequence {self.perm[i]} has {len(other)} condition rows, sequence {i} needs "
                             f"{len(item['cond'])}")
         item["cond"] = other[:len(item["cond"])]
         return item
@@ -70,7 +69,8 @@ class ShuffledConditions(Dataset):
 
 @torch.inference_mode()
 def score_split(model, loader, device: torch.device, n_past: int, n_future: int, n_samples: int = 1,
-                z_mode: str = "sample", seed: int = 0, amp=None, progress: bool = False) -> dict[str, np.ndarray]:
+                z_mode: str = "sample", seed: int = 0, amp=None, progress: bool = False,
+                with_kl: bool = True) -> dict[str, np.ndarray]:
     """Per-frame PSNR/SSIM of every sequence of ``loader``.
 
     Returns arrays: ``psnr``/``ssim`` (N, S, F) of the model's samples, ``base_psnr``/``base_ssim`` (N, F) of
@@ -91,8 +91,8 @@ def score_split(model, loader, device: torch.device, n_past: int, n_future: int,
         gt = x[:, n_past:n_past + n_future]                         # (B, F, C, H, W)
         with amp:
             pred = model.predict(x[:, :n_past], cond, n_future, n_samples, z_mode, gen)  # (B, S, F, C, H, W)
-            kl = model.latent_kl(x[:, :n_past + n_future])                    # (B, T - 1)
-        out["kl"].append(kl.float().mean(1).cpu())
+            if with_kl:   # depends on the frames alone: a pass that changes only z or the conditions skips it
+                out["kl"].append(model.latent_kl(x[:, :n_past + n_future]).float().mean(1).cpu())   # (B,)
         pred = pred.float()
         out["diversity"].append(pred.std(1, correction=0).mean((2, 3, 4)).cpu())   # (B, F)
         pred = pred.flatten(0, 1)
@@ -107,7 +107,7 @@ def score_split(model, loader, device: torch.device, n_past: int, n_future: int,
         return {"psnr": np.zeros((0, n_samples, n_future)), "ssim": np.zeros((0, n_samples, n_future)),
                 "base_psnr": np.zeros((0, n_future)), "base_ssim": np.zeros((0, n_future)),
                 "diversity": np.zeros((0, n_future)), "kl": np.zeros(0)}
-    return {k: torch.cat(v).numpy().astype(np.float64) for k, v in out.items()}
+    return {k: torch.cat(v).numpy().astype(np.float64) for k, v in out.items() if v}
 
 
 def summarize(per_frame: np.ndarray) -> dict:
@@ -201,12 +201,12 @@ def evaluate(ckpt_path: str, data_root: str = "", split: str = "test", protocol:
     loader = make_loader(ds, batch_size, num_workers, dev)
     amp = autocast(dev, precision)
     scores = score_split(model, loader, dev, n_past, n_future, n_samples, "sample", seed, amp, progress)
-    mean_scores = score_split(model, loader, dev, n_past, n_future, 1, "mean", seed, amp, progress)
+    mean_scores = score_split(model, loader, dev, n_past, n_future, 1, "mean", seed, amp, progress, with_kl=False)
     shuffled_scores = None
     if len(ds) >= 2:   # the same draws of z, other sequences' conditions
         shuffled = make_loader(ShuffledConditions(ds, seed), batch_size, num_workers, dev)
         shuffled_scores = score_split(model, shuffled, dev, n_past, n_future, n_samples, "sample", seed, amp,
-                                      progress)
+                                      progress, with_kl=False)
     result = report(scores, mean_scores, shuffled_scores)
     result.update({"checkpoint": str(ckpt_path), "data_root": str(root), "split": split, "protocol": protocol,
                    "n_past": n_past, "seed": seed, "epoch": ckpt.get("epoch"), "step": ckpt.get("step")})
