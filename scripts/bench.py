@@ -424,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  measuring {kind} {variant} ...", file=sys.stderr, flush=True)
         return run_isolated(args, kind, variant) if isolate else run_one(args, kind, variant)
 
+    given_root = bool(args.data_root)
     tmp = Path(tempfile.mkdtemp(prefix="cvae-bench-data-"))
     try:
         args.data_root, packed_ok = prepare_data(args, tmp)
@@ -434,9 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    # a generated data set lived in a temporary folder: the report says what it was, not where
+    shown_root = {"data_root": args.data_root if given_root else f"(synthetic, {args.load_trajectories} trajectories)"}
     res = {
         "config": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "json"}
-                  | {"isolate": isolate},
+                  | {"isolate": isolate} | shown_root,
         "machine": machine_info(device),
         "batch_size": args.batch_size, "n_samples": args.n_samples,
         "train_step_s": {p: r["step_s"] for p, r in train.items()},
