@@ -31,6 +31,8 @@ from pathlib import Path
 
 from . import config as config_mod
 from .errors import ConfigError, CvaeError
+from .fileio import BadFile, atomic_write_json, atomic_write_text, read_json, read_json_lines
+from .runtime import keep_freed_memory
 
 
 @dataclass
@@ -119,8 +121,12 @@ def execute(run: Run, n_samples: int, gif_indices: list[int], eval_batch_size: i
     done = log_dir / "done.json"
     digest = _config_digest(run.cfg)
     if done.is_file():
-        record = json.loads(done.read_text())
-        if record.get("config_digest") == digest:
+        try:
+            record = read_json(done)
+        except BadFile as e:   # e.g. left by an older version killed mid-write: the run's evaluation is redone
+            print(f"cvae-ablate: {e}; evaluating run {run.run_id} again", file=sys.stderr)
+            record = {}
+        if isinstance(record, dict) and record.get("config_digest") == digest:
             return record
     resumable = (log_dir / "last.pt").is_file() and (log_dir / "config.toml").is_file() and \
         config_mod.from_dict(config_mod.load_toml(log_dir / "config.toml")) == run.cfg
@@ -129,10 +135,10 @@ def execute(run: Run, n_samples: int, gif_indices: list[int], eval_batch_size: i
     train(run.cfg, resume=resumable, overwrite=not resumable, progress=progress)
     result = evaluate(str(log_dir / "best.pt"), split="test", n_samples=n_samples, batch_size=eval_batch_size,
                       seed=run.cfg.seed, progress=False)
-    (log_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(log_dir / "eval.json", result)
     pictures = make_pictures(str(log_dir / "best.pt"), str(log_dir / "gifs"), gif_indices, seed=run.cfg.seed)
     record = {"run_id": run.run_id, "config_digest": digest, "pictures": [str(p) for p in pictures]}
-    done.write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_json(done, record)   # last: a run with done.json is complete
     return record
 
 
@@ -147,14 +153,14 @@ def _shown(path: Path) -> str:
 
 
 def _records(log_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return read_json_lines(log_dir / "metrics.jsonl")
 
 
 def run_numbers(log_dir: Path) -> dict:
     """The numbers of one run, read from its own files."""
     records = _records(log_dir)
     val = [r["val_psnr"] for r in records if r.get("val_psnr") is not None]
-    ev = json.loads((log_dir / "eval.json").read_text())
+    ev = read_json(log_dir / "eval.json")
     m = ev["methods"]
     return {"best_val_psnr": max(val), "epochs": len(records),
             "train_minutes": sum(r["seconds"] for r in records) / 60,
@@ -209,7 +215,7 @@ def write_report(study_path: Path, out: Path, report_dir: Path, runs: dict[str, 
                            figures / f"{slug}_curves.png", title=f.name)
         per_frame = {}
         for label, rid in zip(f.labels, ids):
-            ev = json.loads((Path(runs[rid].cfg.log_dir) / "eval.json").read_text())
+            ev = read_json(Path(runs[rid].cfg.log_dir) / "eval.json")
             per_frame[label] = ev["methods"]["model_mean_of_n"]
         per_frame["copy last frame"] = ev["methods"]["baseline_copy_last"]
         frames = plot_eval_per_frame(per_frame, figures / f"{slug}_per_frame.png", n_past=ev["n_past"],
@@ -234,8 +240,8 @@ def write_report(study_path: Path, out: Path, report_dir: Path, runs: dict[str, 
             lines += [f"GIF: [figures/{rid}_{gifs[0].name}](figures/{rid}_{gifs[0].name}) "
                       f"(all: `{_shown(log_dir / 'gifs')}`)", ""]
     report = report_dir / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    (report_dir / "study.json").write_text(json.dumps({"runs": numbers, "factors": by_factor}, indent=2) + "\n")
+    atomic_write_text(report, "\n".join(lines) + "\n")
+    atomic_write_json(report_dir / "study.json", {"runs": numbers, "factors": by_factor})
     return report
 
 
@@ -258,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report_dir", default=None, help="where report.md and its figures go (default: --out)")
     p.add_argument("--no_progress", action="store_true")
     args = p.parse_args(argv)
+    keep_freed_memory()   # as cvae-train does (see cvae_video.runtime)
     try:
         report = ablate(args.study, args.out, args.report_dir, progress=not args.no_progress)
     except CvaeError as e:

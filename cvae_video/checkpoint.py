@@ -1,6 +1,6 @@
 """Checkpoints: plain dicts of state_dicts, config and counters, loadable with ``torch.load(weights_only=True)``.
 
-Written to a temporary file in the same folder and renamed into place, so a crash never leaves half a file.
+Written with :func:`cvae_video.fileio.atomic_write`, so a crash never leaves half a file.
 Wrapper prefixes of DistributedDataParallel (``module.``) and torch.compile (``_orig_mod.``) never reach the file.
 """
 
@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .fileio import atomic_write
 from .models.svg import CVAE, ModelConfig
 
 FORMAT = "cvae_video.checkpoint/1"
@@ -59,50 +58,11 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_write_bytes(path: str | os.PathLike, write) -> None:
-    """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then rename it over ``path``.
-
-    A process killed at any moment leaves either the old or the new ``path``, never a mix, and perhaps a
-    ``.<name>.*.tmp`` file that :func:`remove_stale_temp_files` cleans up.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            _test_pause_before_rename()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _test_pause_before_rename() -> None:
-    """Test hook: ``CVAE_VIDEO_TEST_SLOW_SAVE=SECONDS`` sleeps between writing a temp file and renaming it, so
-    tests can kill a process in the middle of a save. Unset in normal use."""
-    seconds = os.environ.get("CVAE_VIDEO_TEST_SLOW_SAVE")
-    if seconds:
-        time.sleep(float(seconds))
-
-
-def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temp files (``.<name>.*.tmp``) that writes into ``folder`` left behind when their process died."""
-    stale = [p for p in Path(folder).glob(".*.tmp") if p.is_file()]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
-
-
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra) -> None:
     """Save the unwrapped model's state_dict, its config, and ``extra`` (plain values, tensors, state_dicts)."""
     model = unwrap(model)
     payload = {"format": FORMAT, "model_config": model.cfg.to_dict(), "model": model.state_dict(), **extra}
-    atomic_write_bytes(path, lambda f: torch.save(payload, f))
+    atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

@@ -31,7 +31,7 @@ BAD_SAMPLE_POLICIES = ("error", "skip")
 
 @dataclass
 class TrainConfig:
-    # optimisation (SPEC 4)
+    # optimisation
     lr: float = 0.002
     beta1: float = 0.9
     optimizer: str = "adam"

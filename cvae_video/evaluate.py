@@ -1,6 +1,6 @@
 """Evaluation: predict futures for a split and score them against the ground truth.
 
-Protocols (SPEC 1):
+Protocols:
 - ``lab``: the first 12 frames, 2 past -> 10 predicted; PSNR/SSIM averaged over predicted frames and sequences.
 - ``svg``: 2 past -> 28 predicted (30-frame sequences), N samples per sequence; the best sample per sequence by
   SSIM (and separately by PSNR), averaged over sequences, with a 95% confidence interval.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
+import io
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -26,6 +26,7 @@ from . import metrics
 from .checkpoint import inference_model, load_checkpoint
 from .data.dataset import ConditionStats, VideoDataset
 from .errors import CvaeError, DataError
+from .fileio import atomic_write_json, atomic_write_text
 from .runtime import autocast, derive_seed, keep_freed_memory, resolve_device
 
 PROTOCOLS = {"lab": (2, 10), "svg": (2, 28)}
@@ -174,7 +175,6 @@ def evaluate(ckpt_path: str, data_root: str = "", split: str = "test", protocol:
     if n_samples < 1:
         raise CvaeError(f"--n_samples must be >= 1, got {n_samples}")
     dev = resolve_device(device, cuda)
-    keep_freed_memory()
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     train_cfg = ckpt.get("train_config", {})
     model = inference_model(ckpt, str(ckpt_path), dev, channels_last)
@@ -229,12 +229,13 @@ def format_table(result: dict) -> str:
 
 def write_per_frame_csv(result: dict, path: str | Path) -> None:
     methods = result["methods"]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["frame"] + [f"{m}_{k}" for m in methods for k in ("psnr", "ssim")])
-        for i in range(result["n_future"]):
-            w.writerow([result["n_past"] + i] + [f"{methods[m][k + '_per_frame'][i]:.6f}"
-                                                 for m in methods for k in ("psnr", "ssim")])
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["frame"] + [f"{m}_{k}" for m in methods for k in ("psnr", "ssim")])
+    for i in range(result["n_future"]):
+        w.writerow([result["n_past"] + i] + [f"{methods[m][k + '_per_frame'][i]:.6f}"
+                                             for m in methods for k in ("psnr", "ssim")])
+    atomic_write_text(path, text.getvalue())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()   # process-wide (glibc malloc): the console script's decision, not the library's
     try:
         result = evaluate(args.ckpt, args.data_root, args.split, args.protocol, args.n_past, args.n_future,
                           args.n_samples, args.batch_size, args.seed, args.device, args.cuda, args.precision,
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(format_table(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_json(args.json, result)
     if args.csv:
         write_per_frame_csv(result, args.csv)
     if args.plot:

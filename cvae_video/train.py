@@ -23,11 +23,11 @@ from tqdm import tqdm
 
 from . import config as config_mod
 from . import distributed
-from .checkpoint import atomic_write_bytes, load_checkpoint, load_model_state, remove_stale_temp_files, \
-    rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data.dataset import BadTrajectory, ConditionStats, VideoDataset, WindowSampler
 from .errors import CheckpointError, ConfigError, CvaeError, DataError
+from .fileio import atomic_write_json, atomic_write_text, read_json_lines, remove_stale_temp_files
 from .evaluate import frames_to_float, score_split
 from .models.svg import CVAE
 from .runtime import autocast, derive_seed, grad_scaler, keep_freed_memory, seed_everything
@@ -125,15 +125,8 @@ def collapse_warning(val_kl: float | None, step: int, total_steps: int, cfg: Tra
             f"samples will barely differ; {hint}")
 
 
-def _read_records(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _write_records(path: Path, records: list[dict]) -> None:
-    text = "".join(json.dumps(r) + "\n" for r in records).encode()
-    atomic_write_bytes(path, lambda f: f.write(text))
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 RUN_FILES = ("config.toml", "metrics.jsonl", "last.pt", "best.pt", "training_curves.png", "data_report.json")
@@ -241,7 +234,7 @@ def _open_data(root: Path, cfg: TrainConfig, stats: ConditionStats | None, log_d
                   "splits": {split: {"trajectories": len(ds), "skipped": len(ds.skipped),
                                      "problems": {str(t): why for t, why in ds.skipped.items()}}
                              for split, ds in splits.items()}}
-        atomic_write_bytes(log_dir / "data_report.json", lambda f: f.write(json.dumps(report, indent=1).encode()))
+        atomic_write_json(log_dir / "data_report.json", report, indent=1)
         for split, ds in splits.items():
             if ds.skipped:
                 first = next(iter(ds.skipped.values()))
@@ -286,7 +279,6 @@ def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False, overwrite:
     """
     ctx = distributed.setup(cfg)   # under torchrun: this process's rank and device; else rank 0 of 1
     device, progress = ctx.device, progress and ctx.is_main
-    keep_freed_memory()
     with distributed.main_first(ctx):
         log_dir = _prepare_log_dir(cfg, resume is not False, overwrite) if ctx.is_main else Path(cfg.log_dir)
     ckpt_path = _resume_checkpoint(cfg, resume)
@@ -294,8 +286,7 @@ def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False, overwrite:
     if ckpt is not None:
         _check_resumable(ckpt, cfg, ckpt_path)
     if ctx.is_main:   # first, so that a run folder with any file of a run also has its config
-        text = config_mod.to_toml(cfg).encode()
-        atomic_write_bytes(log_dir / "config.toml", lambda f: f.write(text))
+        atomic_write_text(log_dir / "config.toml", config_mod.to_toml(cfg))
     seed_everything(cfg.seed)
     with distributed.main_first(ctx, per_machine=True):   # one process per machine makes the synthetic data
         root = resolve_data_root(cfg)
@@ -323,7 +314,7 @@ def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False, overwrite:
         start_epoch, step, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["best_val_psnr"]
         total_steps = ckpt.get("kl_total_steps", total_steps)
         skipped_total = ckpt.get("skipped_nonfinite_total", 0)
-        records = ckpt["records"] if "records" in ckpt else _read_records(log_dir / "metrics.jsonl")[:start_epoch]
+        records = ckpt["records"] if "records" in ckpt else read_json_lines(log_dir / "metrics.jsonl")[:start_epoch]
         last_good = (ckpt_path, ckpt["epoch"], step)
         set_rng_state(ckpt["rng"])
         if ctx.is_main:   # metrics.jsonl may hold an epoch past last.pt if the process died between the writes
@@ -470,6 +461,7 @@ def resume_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()   # process-wide (glibc malloc): the console script's decision, not the library's
     cfg = None
     try:
         if args.resume is False:

@@ -9,16 +9,16 @@ no GUI, safe in a training process.
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
+
+from .fileio import atomic_write
 
 # Layout of image grids and GIFs, in output pixels (after upscaling the frames).
 GAP = 2  # white space between neighbouring cells
@@ -92,24 +92,8 @@ def _draw_centered(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], te
     draw.text(((x0 + x1) / 2, (y0 + y1) / 2), text, fill=TEXT_COLOR, font=font, anchor="mm")
 
 
-def _atomic_write(path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_name)`` for a temporary file next to ``path``, then move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh name rather than mkstemp: mkstemp makes the file private (0600) and os.replace would keep that.
-    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"))
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
 def _save_figure(fig: Figure, path) -> Path:
-    return _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=fig.dpi))
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=fig.dpi))
 
 
 def _boxed(cell: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
@@ -304,7 +288,7 @@ def save_prediction_grid(gt, samples, path, n_past: int, labels: Sequence[str] |
     for row, text in enumerate(labels or []):
         y = HEADER + GAP + row * (cell_h + GAP)
         draw.text((LABEL_PAD, y + cell_h / 2), text, fill=TEXT_COLOR, font=font, anchor="lm")
-    return _atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+    return atomic_write(path, lambda f: img.save(f, format="PNG"))
 
 
 def save_gif(columns: Sequence, path, fps: float = 4, labels: Sequence[str] | None = None, scale: int = 2,
@@ -362,8 +346,8 @@ def save_gif(columns: Sequence, path, fps: float = 4, labels: Sequence[str] | No
         frames.append(Image.fromarray(canvas))
 
     duration = max(1, round(1000.0 / fps))  # milliseconds per frame
-    return _atomic_write(path, lambda tmp: frames[0].save(
-        tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration, loop=0))
+    return atomic_write(path, lambda f: frames[0].save(
+        f, format="GIF", save_all=True, append_images=frames[1:], duration=duration, loop=0))
 
 
 # ------------------------------------------------------------------------------------------ per-frame plots

@@ -1,21 +1,13 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from cvae_video.models import CVAE, ModelConfig
+sys.path.insert(0, str(Path(__file__).parent))   # the tests' own modules (helpers) import by name
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
-
-# Small enough to train a few steps in a second on a 2-core CPU.
-TINY_MODEL = dict(backbone="dcgan", width=0.125, g_dim=16, z_dim=4, rnn_size=16)
-TINY_FLAGS = ["--backbone", "dcgan", "--width", "0.125", "--g_dim", "16", "--z_dim", "4", "--rnn_size", "16",
-              "--batch_size", "4", "--num_workers", "0", "--n_future", "4", "--n_eval", "4", "--no_progress"]
-
-
-def tiny_model(**kw) -> CVAE:
-    torch.manual_seed(0)
-    return CVAE(ModelConfig(**(TINY_MODEL | kw)))
 
 
 @pytest.fixture(scope="session")
@@ -25,17 +17,3 @@ def synth_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth") / "data"
     synth.write_dataset(root, n_train=24, n_validate=8, n_test=8, seed=3, progress=False)
     return root
-
-
-def write_small_synth(root, seq_len: int, n_train: int, n_validate: int, n_test: int, seed: int):
-    """A small push-world data set at ``root`` with ``seq_len``-frame trajectories; returns ``root``."""
-    from cvae_video.data import synth
-    synth.write_dataset(root, n_train=n_train, n_validate=n_validate, n_test=n_test, seed=seed,
-                        cfg=synth.SynthConfig(seq_len=seq_len), progress=False)
-    return root
-
-
-def fresh_copy(clean_root, tmp_path):
-    """A copy of a clean data set in ``tmp_path``, for a test to break."""
-    import shutil
-    return shutil.copytree(clean_root, tmp_path / "data")

@@ -82,6 +82,15 @@ def test_finished_runs_are_not_trained_again(study, monkeypatch):
     ablate.ablate(d / "study.toml", d / "runs", d / "report", progress=False)
 
 
+def test_a_truncated_done_json_is_evaluated_again(study, capsys):
+    d, _ = study
+    done = d / "runs" / "base" / "done.json"
+    done.write_text(done.read_text()[:20])                 # as left by a process killed mid-write
+    ablate.ablate(d / "study.toml", d / "runs", d / "report", progress=False)
+    assert f"{done}: not valid JSON" in capsys.readouterr().err
+    assert json.loads(done.read_text())["run_id"] == "base"
+
+
 def test_bad_study_files(tmp_path):
     f = tmp_path / "s.toml"
     f.write_text('base = "x.toml"\n[[factors]]\nname = "a"\nkey = "no_such_key"\nvalues = [1]\n')

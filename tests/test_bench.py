@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_model
+from helpers import tiny_model
 
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 

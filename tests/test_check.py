@@ -13,7 +13,7 @@ from PIL import Image
 from cvae_video.data import check, layout
 from cvae_video.data.cli import main
 from cvae_video.errors import DataError
-from conftest import fresh_copy, write_small_synth
+from helpers import fresh_copy, write_small_synth
 
 T = 6  # frames per trajectory of the test data set
 GROUP = "train/traj_0_to_5"

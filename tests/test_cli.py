@@ -9,7 +9,7 @@ from PIL import Image
 from cvae_video import evaluate, make_gif, train
 from cvae_video.checkpoint import load_checkpoint, model_from_checkpoint
 from cvae_video.data import cli as data_cli
-from conftest import TINY_FLAGS
+from helpers import TINY_FLAGS
 
 
 @pytest.fixture(scope="module")

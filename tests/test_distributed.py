@@ -18,7 +18,7 @@ from cvae_video.data.dataset import ConditionStats, VideoDataset
 from cvae_video.errors import ConfigError
 from cvae_video.models import CVAE, svg
 from cvae_video.runtime import seed_everything
-from conftest import TINY_FLAGS
+from helpers import TINY_FLAGS
 from ddp_fixed_noise import fixed_noise
 
 TESTS = Path(__file__).parent

@@ -26,7 +26,7 @@ from cvae_video.checkpoint import FORMAT
 from cvae_video.data import check, layout
 from cvae_video.data.dataset import BadTrajectory, VideoDataset
 from cvae_video.models import CVAE
-from conftest import TINY_FLAGS, fresh_copy, write_small_synth
+from helpers import TINY_FLAGS, fresh_copy, write_small_synth
 
 SEQ = 8                                   # frames per trajectory of the small data set
 GROUP = "train/traj_0_to_5"
@@ -55,10 +55,17 @@ def metrics(log_dir) -> list[dict]:
 
 # ---- SIGKILL ----------------------------------------------------------------------------------------------------
 
-def _start(root, log_dir, *extra, env=None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "cvae_video.train", *run_argv(root, log_dir, *extra)]
+# cvae-train in a process whose every fsync (the atomic writer's, between writing a temp file and renaming it into
+# place) takes 0.4 s longer, so that a kill can land in the middle of a save
+SLOW_SAVES = ("import os, sys, time; fsync = os.fsync; os.fsync = lambda fd: (time.sleep(0.4), fsync(fd))[1]; "
+              "from cvae_video.train import main; sys.exit(main(sys.argv[1:]))")
+
+
+def _start(root, log_dir, *extra, slow_saves: bool = False) -> subprocess.Popen:
+    launch = ["-c", SLOW_SAVES] if slow_saves else ["-m", "cvae_video.train"]
+    cmd = [sys.executable, *launch, *run_argv(root, log_dir, *extra)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=os.environ | {"OMP_NUM_THREADS": "1"} | (env or {}))
+                            env=os.environ | {"OMP_NUM_THREADS": "1"})
 
 
 def _kill_when(proc: subprocess.Popen, ready, timeout: float = 90) -> None:
@@ -98,8 +105,7 @@ def test_sigkill_during_training_leaves_a_resumable_run(clean_root, tmp_path):
 
 def test_sigkill_during_a_save_leaves_the_previous_checkpoint(clean_root, tmp_path):
     log_dir = tmp_path / "run"
-    # test hook: every atomic write pauses between writing its temp file and renaming it into place
-    proc = _start(clean_root, log_dir, "--niter", "50", env={"CVAE_VIDEO_TEST_SLOW_SAVE": "0.4"})
+    proc = _start(clean_root, log_dir, "--niter", "50", slow_saves=True)
     _kill_when(proc, lambda: (log_dir / "last.pt").is_file() and any(log_dir.glob(".last.pt.*.tmp")))
     assert list(log_dir.glob(".last.pt.*.tmp"))        # killed in the middle of replacing last.pt
     assert torch.load(log_dir / "last.pt", weights_only=True)["epoch"] == 0

@@ -8,7 +8,7 @@ from cvae_video.config import TrainConfig
 from cvae_video.evaluate import ShuffledConditions, derangement
 from cvae_video.runtime import autocast, grad_scaler
 from cvae_video.train import COLLAPSED_KL, build_optimizer, collapse_warning, train_step
-from conftest import tiny_model
+from helpers import tiny_model
 
 CPU = torch.device("cpu")
 

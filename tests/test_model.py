@@ -7,7 +7,7 @@ from torch.distributions import Normal, kl_divergence
 from cvae_video.models.backbones import build_backbone
 from cvae_video.models.rnn import gaussian_kl, reparameterize
 from cvae_video.models.svg import ModelConfig, _frames
-from conftest import tiny_model
+from helpers import tiny_model
 
 
 def test_kl_matches_closed_form_and_torch_distributions():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cvae_video.runtime import autocast
-from conftest import tiny_model
+from helpers import tiny_model
 
 CPU = torch.device("cpu")
 

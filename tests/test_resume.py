@@ -13,7 +13,7 @@ from cvae_video.checkpoint import load_checkpoint, load_model_state, model_from_
 from cvae_video.errors import CheckpointError
 from cvae_video.models import CVAE, ModelConfig
 from cvae_video.schedules import kl_weight
-from conftest import TINY_FLAGS, TINY_MODEL
+from helpers import TINY_FLAGS, TINY_MODEL
 
 NITER, EPOCH_SIZE = 2, 2
 # per-sample teacher forcing at 0.5 and a KL weight that rises over the whole run: both schedules and the

@@ -54,6 +54,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import ConfigError
+from ..fileio import atomic_write_json
 from . import layout
 
 KINDS = {
@@ -376,6 +377,6 @@ def run(args: argparse.Namespace) -> int:
     report = scan_dataset(args.data_root, tuple(args.splits), image_size=args.image_size,
                           min_frames=args.min_frames, decode=not args.quick, progress=not args.no_progress)
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(args.json, report.to_dict())
     print(format_report(report))
     return 0 if report.ok else 1

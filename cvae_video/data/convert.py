@@ -1,4 +1,5 @@
-"""`cvae-data convert`: the original BAIR release (TFRecord files, softmotion30_44k) to the layout of SPEC section 2.
+"""`cvae-data convert`: the original BAIR release (TFRecord files, softmotion30_44k) to the BAIR layout of
+:mod:`cvae_video.data.layout`.
 
 No TensorFlow is needed: ``tfrecord.py`` reads the framing and the ``tf.train.Example`` payloads.
 
@@ -44,6 +45,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
+from ..fileio import atomic_write_json
 from . import tfrecord
 from .layout import ACTION_DIM, IMAGE_SIZE, POSITION_DIM, natural_key, write_trajectory
 
@@ -203,7 +205,7 @@ def _check_manifest(out_root: Path, source: Path, validate_count: int) -> None:
     out_root.mkdir(parents=True, exist_ok=True)
     manifest = {"format": "bair-tfrecord", "source": str(source.resolve()), "validate_count": validate_count,
                 "validate_rule": "first validate_count train records, files in natural name order"}
-    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(path, manifest)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The synthetic push world: a procedural stand-in for the BAIR robot-pushing data (SPEC section 7).
+"""The synthetic push world: a procedural stand-in for the BAIR robot-pushing data.
 
 The scene
 ---------
@@ -36,7 +36,7 @@ validate 1, test 2) and depends on nothing else, so writing in parallel or in an
 
 On disk
 -------
-``write_dataset`` writes the layout of SPEC section 2 (groups of 256 trajectories, ``traj_0_to_255``, ...) into a
+``write_dataset`` writes the BAIR layout (:mod:`cvae_video.data.layout`: groups of 256 trajectories, ``traj_0_to_255``, ...) into a
 temporary folder, writes ``synth_config.json`` (generator version, config, seed, counts) last, and renames the
 folder into place, so a folder at the destination is never a half-written data set.
 
