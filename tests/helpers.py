@@ -1,9 +1,12 @@
 """Helpers the tests share (imported as ``helpers``; fixtures live in conftest.py)."""
 
 import shutil
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from cvae_video.data import layout
 from cvae_video.models import CVAE, ModelConfig
 
 # Small enough to train a few steps in a second on a 2-core CPU.
@@ -28,3 +31,16 @@ def write_small_synth(root, seq_len: int, n_train: int, n_validate: int, n_test:
 def fresh_copy(clean_root, tmp_path):
     """A copy of a clean data set in ``tmp_path``, for a test to break."""
     return shutil.copytree(clean_root, tmp_path / "data")
+
+
+def read_trajectory(traj_dir: Path, n_frames: int | None = None, size: int = layout.IMAGE_SIZE
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Frames (T, H, W, 3) uint8 and conditions (T, 7) float32 of one trajectory (its first ``n_frames``)."""
+    traj_dir = Path(traj_dir)
+    total = layout.count_frames(traj_dir)
+    cond = layout.read_conditions(traj_dir, total)
+    n = total if n_frames is None else n_frames
+    if n > total:
+        raise AssertionError(f"{traj_dir}: has {total} frames, need {n}")
+    frames = np.stack([layout.read_frame(traj_dir / f"{t}.png", size) for t in range(n)])
+    return frames, cond[:n]

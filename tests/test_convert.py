@@ -11,8 +11,10 @@ import pytest
 
 from cvae_video.data import convert as conv
 from cvae_video.data import tfrecord as tfr
-from cvae_video.data.layout import list_trajectories, read_trajectory
+from cvae_video.data.layout import list_trajectories
 from cvae_video.errors import ConfigError, DataError
+import tfrecord_writer as tfw
+from helpers import read_trajectory
 
 STEPS = 5
 
@@ -59,7 +61,7 @@ def test_example_round_trip_packed_and_unpacked():
         "empty": np.zeros(0, dtype=np.float32),
     }
     for packed in (True, False):
-        parsed = tfr.parse_example(tfr.encode_example(features, packed=packed))
+        parsed = tfr.parse_example(tfw.encode_example(features, packed=packed))
         assert parsed["img"] == [b"\x00\x01\xff"]
         assert parsed["several"] == [b"a", b"", b"ccc"]
         assert np.array_equal(np.float32(parsed["f"]), features["f"])
@@ -69,9 +71,9 @@ def test_example_round_trip_packed_and_unpacked():
 
 
 def test_parse_example_skips_unknown_fields_and_rejects_garbage():
-    payload = tfr.encode_example({"a": np.float32([1.5])})
+    payload = tfw.encode_example({"a": np.float32([1.5])})
     # an unknown varint field (number 7) and an unknown fixed64 field (number 9) after the features
-    extra = tfr._varint(7 << 3) + tfr._varint(12345) + tfr._varint((9 << 3) | 1) + bytes(8)
+    extra = tfw.varint(7 << 3) + tfw.varint(12345) + tfw.varint((9 << 3) | 1) + bytes(8)
     assert tfr.parse_example(payload + extra) == {"a": [1.5]}
     with pytest.raises(DataError, match="malformed"):
         tfr.parse_example(payload[:-2])
@@ -80,7 +82,7 @@ def test_parse_example_skips_unknown_fields_and_rejects_garbage():
 def test_records_round_trip_and_framing(tmp_path):
     payloads = [b"", b"x", bytes(range(256)) * 50]
     path = tmp_path / "a.tfrecords"
-    assert tfr.write_records(path, payloads) == 3
+    assert tfw.write_records(path, payloads) == 3
     assert list(tfr.iter_records(path)) == payloads
     raw = path.read_bytes()
     # first record: length 0, masked CRC of the 8 length bytes, no payload, masked CRC of b""
@@ -102,7 +104,7 @@ def test_against_independent_tfrecord_package(tmp_path):
     frames = rng.integers(0, 256, (STEPS, 64, 64, 3), dtype=np.uint8)
     actions = rng.normal(size=(STEPS, 4)).astype(np.float32)
     positions = rng.normal(size=(STEPS, 3)).astype(np.float32)
-    tfr.write_records(ours, [conv.encode_bair_example(frames, actions, positions)])
+    tfw.write_records(ours, [tfw.encode_bair_example(frames, actions, positions)])
     description = {conv.IMAGE_KEY.format(1): "byte", conv.ACTION_KEY.format(2): "float",
                    conv.POSITION_KEY.format(4): "float"}
     (theirs_parsed,) = list(tfrecord_loader(str(ours), None, description))
@@ -115,7 +117,7 @@ def test_against_independent_tfrecord_package(tmp_path):
     writer = TFRecordWriter(str(theirs))
     writer.write({"img": (b"\x01\x02", "byte"), "f": ([0.25, -1.0], "float"), "i": ([5, -7], "int")})
     writer.close()
-    (parsed,) = list(tfr.read_examples(theirs))
+    (parsed,) = list(tfw.read_examples(theirs))
     assert parsed == {"img": [b"\x01\x02"], "f": [0.25, -1.0], "i": [5, -7]}
     # and the masked CRC bytes agree for the same payload
     payload = b"some payload" * 10
@@ -141,7 +143,7 @@ def make_release(base: Path, layout: dict[str, dict[str, int]], seed: int = 0) -
         (base / split).mkdir(parents=True, exist_ok=True)
         for name, count in files.items():
             trajs = [_trajectory(rng) for _ in range(count)]
-            tfr.write_records(base / split / f"{name}.tfrecords", [conv.encode_bair_example(*t) for t in trajs])
+            tfw.write_records(base / split / f"{name}.tfrecords", [tfw.encode_bair_example(*t) for t in trajs])
             for i, t in enumerate(trajs):
                 truth[(split, name, i)] = t
     return truth
@@ -238,14 +240,14 @@ def test_truncated_file_names_file_and_record(release, tmp_path):
 def test_malformed_example_names_file_record_and_key(tmp_path):
     rng = np.random.default_rng(3)
     frames, actions, positions = _trajectory(rng)
-    features = tfr.parse_example(conv.encode_bair_example(frames, actions, positions))
+    features = tfr.parse_example(tfw.encode_bair_example(frames, actions, positions))
     del features["3/action"]
     wrong_size = dict(features)
     wrong_size["1/endeffector_pos"] = np.float32([1, 2])
     src = tmp_path / "src"
     (src / "test").mkdir(parents=True)
-    tfr.write_records(src / "test" / "t.tfrecords",
-                      [tfr.encode_example({k: np.float32(v) if k.endswith(("action", "pos")) else v[0]
+    tfw.write_records(src / "test" / "t.tfrecords",
+                      [tfw.encode_example({k: np.float32(v) if k.endswith(("action", "pos")) else v[0]
                                            for k, v in f.items()}) for f in (features, wrong_size)])
     with pytest.raises(DataError, match=r"t\.tfrecords: record 0: feature '3/action' missing"):
         conv.convert(src, tmp_path / "data", validate_count=0, progress=False)
@@ -332,7 +334,7 @@ def test_numpy_crc_fallback_reads_and_checks(monkeypatch, tmp_path):
     rng = np.random.default_rng(4)
     payloads = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (10, 370_000)]
     path = tmp_path / "f.tfrecords"
-    tfr.write_records(path, payloads)
+    tfw.write_records(path, payloads)
     assert list(tfr.iter_records(path)) == payloads
     _flip(path, _record_offset(path, 1) + 123_456)
     with pytest.raises(DataError, match="record 1: corrupt record"):

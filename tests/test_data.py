@@ -5,6 +5,7 @@ from PIL import Image
 
 from cvae_video.data import layout
 from cvae_video.data.dataset import ConditionStats, VideoDataset, WindowSampler
+from helpers import read_trajectory
 from cvae_video.errors import DataError
 
 
@@ -142,6 +143,6 @@ def test_layout_round_trip_is_exact(tmp_path):
     actions = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
     positions = np.random.default_rng(2).normal(size=(5, 3)).astype(np.float32)
     layout.write_trajectory(tmp_path / "t", frames, actions, positions)
-    f, c = layout.read_trajectory(tmp_path / "t")
+    f, c = read_trajectory(tmp_path / "t")
     assert np.array_equal(f, frames)
     assert np.array_equal(c, np.concatenate([actions, positions], 1))

@@ -10,6 +10,7 @@ from PIL import Image
 
 from cvae_video.data import cli, layout, pack, synth
 from cvae_video.data.dataset import VideoDataset
+from helpers import read_trajectory
 from cvae_video.errors import DataError
 
 SEQ_LEN = 12
@@ -138,7 +139,7 @@ def test_cli_pack(root, capsys):
     conds = np.load(folder / "conditions.npy")
     assert frames.dtype == np.uint8 and frames.shape == (150, 64, 64, 3)
     assert conds.dtype == np.float32 and conds.shape == (150, 7)
-    f, c = layout.read_trajectory(trajs[2])
+    f, c = read_trajectory(trajs[2])
     assert np.array_equal(frames[60:90], f) and np.array_equal(conds[60:90], c)
 
     assert cli.main(["pack", "--data_root", str(root), "--splits", "train", "--no_progress"]) == 0

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cvae_video.data import cli, layout, synth
+from helpers import read_trajectory
 from cvae_video.errors import ConfigError
 
 TINY = synth.SynthConfig(seq_len=4)
@@ -216,7 +217,7 @@ def test_written_dataset_reads_back_exactly(tmp_path):
         assert [t.name for t in trajs] == [str(i) for i in range(n)]
         assert {t.parent.name for t in trajs} == {f"traj_0_to_{n - 1}"}
         for i, traj in enumerate(trajs):
-            frames, cond = layout.read_trajectory(traj, TINY.seq_len)
+            frames, cond = read_trajectory(traj, TINY.seq_len)
             want_frames, want_actions, want_positions = _traj(7, split, i, TINY)
             np.testing.assert_array_equal(frames, want_frames)
             np.testing.assert_array_equal(cond, np.concatenate([want_actions, want_positions], axis=1))

@@ -43,7 +43,6 @@ flag a PNG cut after its last pixel data (no end marker), which the reader would
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections import Counter

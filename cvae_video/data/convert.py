@@ -64,18 +64,6 @@ _FRAME_BYTES = IMAGE_SIZE * IMAGE_SIZE * 3
 # One record <-> one trajectory
 
 
-def encode_bair_example(frames: np.ndarray, actions: np.ndarray, positions: np.ndarray) -> bytes:
-    """A serialized tf.train.Example with the BAIR features: frames (T, 64, 64, 3) uint8, actions (T, 4),
-    positions (T, 3). The inverse of ``decode_bair_example``; used to make test and benchmark files."""
-    frames = np.asarray(frames, dtype=np.uint8)
-    features = {}
-    for i in range(len(frames)):
-        features[IMAGE_KEY.format(i)] = frames[i].tobytes()
-        features[ACTION_KEY.format(i)] = np.asarray(actions[i], dtype=np.float32)
-        features[POSITION_KEY.format(i)] = np.asarray(positions[i], dtype=np.float32)
-    return tfrecord.encode_example(features)
-
-
 def decode_bair_example(payload: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """frames (T, 64, 64, 3) uint8, actions (T, 4) float32, positions (T, 3) float32 of one BAIR record.
 

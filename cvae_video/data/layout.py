@@ -170,19 +170,6 @@ def read_frame(path: Path, size: int = IMAGE_SIZE) -> np.ndarray:
     return arr
 
 
-def read_trajectory(traj_dir: Path, n_frames: int | None = None, size: int = IMAGE_SIZE
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Frames (T, H, W, 3) uint8 and conditions (T, 7) float32 of one trajectory (its first ``n_frames``)."""
-    traj_dir = Path(traj_dir)
-    total = count_frames(traj_dir)
-    cond = read_conditions(traj_dir, total)
-    n = total if n_frames is None else n_frames
-    if n > total:
-        raise DataError(f"{traj_dir}: has {total} frames, need {n}")
-    frames = np.stack([read_frame(traj_dir / f"{t}.png", size) for t in range(n)])
-    return frames, cond[:n]
-
-
 def read_conditions(traj_dir: Path, n_frames: int) -> np.ndarray:
     """Condition rows c_t = concat(action_t, position_t), (T, 7) float32; each CSV must have T rows."""
     actions = read_csv(traj_dir / ACTIONS_FILE, n_frames, ACTION_DIM)

@@ -1,4 +1,4 @@
-"""TFRecord files and ``tf.train.Example`` records, read and written without TensorFlow.
+"""TFRecord files and ``tf.train.Example`` records, read without TensorFlow.
 
 A TFRecord file is a sequence of records, each framed as::
 
@@ -38,8 +38,7 @@ import math
 import os
 import struct
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
@@ -221,23 +220,6 @@ def iter_records(path: str | os.PathLike, check_crc: bool = True) -> Iterator[by
             f.seek(pos)
 
 
-def frame_record(payload: bytes) -> bytes:
-    """One record as it sits in a TFRecord file."""
-    length = struct.pack("<Q", len(payload))
-    return length + struct.pack("<I", masked_crc32c(length)) + bytes(payload) + \
-        struct.pack("<I", masked_crc32c(payload))
-
-
-def write_records(path: str | os.PathLike, payloads: Iterable[bytes]) -> int:
-    """Write a TFRecord file (uncompressed); returns the number of records."""
-    n = 0
-    with open(path, "wb") as f:
-        for payload in payloads:
-            f.write(frame_record(payload))
-            n += 1
-    return n
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Protobuf wire format, the tf.train.Example subset
 
@@ -352,83 +334,3 @@ def parse_example(data: bytes) -> dict[str, list]:
                 kind, values = _parse_feature(buf, e, g, kind, values)
             found[key] = (kind, values)
     return {key: values for key, (_, values) in found.items()}
-
-
-def _varint(v: int) -> bytes:
-    v &= (1 << 64) - 1
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def _len_field(field: int, payload: bytes) -> bytes:
-    return _varint((field << 3) | _LEN) + _varint(len(payload)) + payload
-
-
-def _classify(key: str, value) -> tuple[str, list]:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "bytes", [bytes(value)]
-    if isinstance(value, str):
-        return "bytes", [value.encode("utf-8")]
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind == "f":
-            return "float", value.ravel().tolist()
-        if value.dtype.kind in "iub":
-            return "int", [int(v) for v in value.ravel()]
-        if value.dtype.kind == "S":
-            return "bytes", [bytes(v) for v in value.ravel()]
-        raise ValueError(f"feature {key!r}: cannot encode an array of dtype {value.dtype}")
-    items = list(value)
-    if not items:
-        raise ValueError(f"feature {key!r}: empty list, its kind cannot be inferred (pass an empty NumPy array "
-                         f"of the intended dtype)")
-    if all(isinstance(v, (bytes, bytearray, memoryview)) for v in items):
-        return "bytes", [bytes(v) for v in items]
-    if all(isinstance(v, (int, np.integer)) for v in items):
-        return "int", [int(v) for v in items]
-    if all(isinstance(v, (int, float, np.integer, np.floating)) for v in items):
-        return "float", [float(v) for v in items]
-    raise ValueError(f"feature {key!r}: values must be all bytes, all integers or all numbers")
-
-
-def encode_example(features: dict, packed: bool = True) -> bytes:
-    """Serialize {name: values} as a ``tf.train.Example``.
-
-    The kind follows the values: bytes (or a list of bytes) -> bytes_list; a float array or a list holding any
-    float -> float_list (stored as float32); an integer array or a list of ints -> int64_list. Give NumPy arrays
-    to make the kind explicit (``[0, 1]`` is an int64_list, ``np.float32([0, 1])`` a float_list).
-    ``packed=False`` writes repeated numbers one field each, as old writers did; readers accept both.
-    """
-    entries = []
-    for key, value in features.items():
-        kind, items = _classify(key, value)
-        if kind == "bytes":
-            feature = _len_field(1, b"".join(_len_field(1, v) for v in items))
-        elif kind == "float":
-            if packed:
-                inner = _len_field(1, np.asarray(items, dtype="<f4").tobytes()) if items else b""
-            else:
-                tag = _varint((1 << 3) | _I32)
-                inner = b"".join(tag + struct.pack("<f", v) for v in items)
-            feature = _len_field(2, inner)
-        else:
-            if packed:
-                inner = _len_field(1, b"".join(_varint(v) for v in items)) if items else b""
-            else:
-                tag = _varint((1 << 3) | _VARINT)
-                inner = b"".join(tag + _varint(v) for v in items)
-            feature = _len_field(3, inner)
-        entries.append(_len_field(1, _len_field(1, key.encode("utf-8")) + _len_field(2, feature)))
-    return _len_field(1, b"".join(entries))
-
-
-def read_examples(path: str | os.PathLike, check_crc: bool = True) -> Iterator[dict[str, list]]:
-    """Parsed examples of a TFRecord file, in order; DataError names file and record on any problem."""
-    for index, payload in enumerate(iter_records(path, check_crc)):
-        try:
-            yield parse_example(payload)
-        except DataError as e:
-            raise DataError(f"{Path(path)}: record {index}: {e}") from None
