@@ -24,17 +24,12 @@ from tqdm import tqdm
 
 from . import metrics
 from .checkpoint import inference_model, load_checkpoint
-from .data.dataset import ConditionStats, VideoDataset
+from .data.dataset import ConditionStats, VideoDataset, frames_to_float
 from .errors import CvaeError, DataError
 from .fileio import atomic_write_json, atomic_write_text
 from .runtime import autocast, derive_seed, keep_freed_memory, resolve_device
 
 PROTOCOLS = {"lab": (2, 10), "svg": (2, 28)}
-
-
-def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., C, H, W) -> float32 in [0, 1]."""
-    return frames.float().div_(255.0)
 
 
 def derangement(n: int, seed: int) -> np.ndarray:

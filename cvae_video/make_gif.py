@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader, Subset
 
 from . import metrics
 from .checkpoint import inference_model, load_checkpoint
-from .data.dataset import ConditionStats, VideoDataset
+from .data.dataset import ConditionStats, VideoDataset, frames_to_float
 from .errors import CvaeError, DataError
-from .evaluate import PROTOCOLS, frames_to_float
+from .evaluate import PROTOCOLS
 from .runtime import resolve_device
 
 

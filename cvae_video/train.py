@@ -25,10 +25,10 @@ from . import config as config_mod
 from . import distributed
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .data.dataset import BadTrajectory, ConditionStats, VideoDataset, WindowSampler
+from .data.dataset import BadTrajectory, ConditionStats, VideoDataset, WindowSampler, frames_to_float
 from .errors import CheckpointError, ConfigError, CvaeError, DataError
 from .fileio import atomic_write_json, atomic_write_text, read_json_lines, remove_stale_temp_files
-from .evaluate import frames_to_float, score_split
+from .evaluate import score_split
 from .models.svg import CVAE
 from .runtime import autocast, derive_seed, grad_scaler, keep_freed_memory, seed_everything
 from .schedules import kl_weight, learning_rate, teacher_forcing_ratio

@@ -48,6 +48,7 @@ from pathlib import Path
 import torch
 
 from cvae_video.config import PRECISIONS, TrainConfig
+from cvae_video.data.dataset import frames_to_float
 from cvae_video.models.rnn import gaussian_kl
 from cvae_video.models.svg import CVAE
 from cvae_video.runtime import autocast, grad_scaler, keep_freed_memory, resolve_device
@@ -203,7 +204,7 @@ def measure_yardstick(args, device) -> dict:
         cfg, model = _build(args, device, channels_last=False)
         optimizer = build_optimizer(cfg, model.parameters())
         batch = _batch(args, device)
-        x = batch["frames"].to(device).float().div_(255.0)
+        x = frames_to_float(batch["frames"].to(device))
         cond = batch["cond"].to(device)
         times = _timed(lambda: yardstick_step(model, optimizer, x, cond, args.n_past), device, args.warmup,
                        args.steps)
@@ -215,7 +216,7 @@ def measure_predict(args, device, precision: str) -> dict:
         _, model = _build(args, device, args.channels_last)
         model.eval()
         batch = _batch(args, device)
-        x_past = batch["frames"][:, :args.n_past].to(device).float().div_(255.0)
+        x_past = frames_to_float(batch["frames"][:, :args.n_past].to(device))
         cond = batch["cond"].to(device)
         amp = autocast(device, precision)
         gen = torch.Generator(device).manual_seed(0)
@@ -303,9 +304,9 @@ def run_isolated(args, kind: str, variant: str) -> dict:
 
 def prepare_data(args, tmp: Path) -> tuple[str, bool]:
     """(data root, packed cache usable). Generates and packs a synthetic set when no --data_root is given."""
-    from cvae_video.data import pack, synth
+    from cvae_video.data import pack, packed, synth
     if args.data_root:
-        return args.data_root, pack.open_packed(args.data_root, "train") is not None
+        return args.data_root, packed.open_packed(args.data_root, "train") is not None
     root = tmp / "data"
     cfg = synth.SynthConfig(seq_len=max(args.n_past + args.n_future, 14 if args.quick else 30))
     synth.write_dataset(root, n_train=args.load_trajectories, n_validate=1, n_test=1, seed=0, cfg=cfg,

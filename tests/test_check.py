@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cvae_video.data import check, layout
+from cvae_video.data import check, layout, problems
+from cvae_video.data.dataset import VideoDataset
 from cvae_video.data.cli import main
 from cvae_video.errors import DataError
 from helpers import fresh_copy, write_small_synth
@@ -117,7 +118,7 @@ def test_each_kind_of_damage_is_found(root, name, damage, expected):
     report = _scan(root)
     assert sorted(_found(report, root)) == sorted(expected)
     # each break touches at most one trajectory; it is unusable unless the reader tolerates the problem
-    unusable = any(kind not in LAYOUT_KINDS | check.TOLERATED for kind, _ in expected)
+    unusable = any(kind not in LAYOUT_KINDS | problems.TOLERATED for kind, _ in expected)
     assert report.bad_trajectories == int(unusable)
     assert report.flagged_trajectories == int(any(kind not in LAYOUT_KINDS for kind, _ in expected))
 
@@ -125,7 +126,7 @@ def test_each_kind_of_damage_is_found(root, name, damage, expected):
 def test_details_name_lines_and_counts(root):
     for line in (2, 5):
         _edit_line(root / GROUP / "0/actions.csv", line, "nan,0,0,0")
-    (report_problem,) = check.scan_trajectory(root / GROUP / "0")
+    (report_problem,) = problems.scan_trajectory(root / GROUP / "0").problems
     assert report_problem.kind == "csv_non_finite"
     assert report_problem.detail.startswith("line 2: non-finite value") and report_problem.detail.endswith("(2 lines)")
 
@@ -175,27 +176,34 @@ def test_cli_rejects_bad_flags(clean_root, capsys):
     assert "--min_frames" in capsys.readouterr().err
 
 
-def test_bad_trajectories_returns_exactly_the_broken_ones(root):
+def _unusable(report: check.Report, trajectories: list[Path]) -> set[Path]:
+    return {t for t in trajectories if any(p.fatal and Path(p.path).is_relative_to(t) for p in report.problems)}
+
+
+def test_the_reader_leaves_out_exactly_what_check_calls_unusable(root):
     (root / GROUP / "1/3.png").unlink()
     _edit_line(root / GROUP / "3/endeffector_positions.csv", 2, "0,inf,0")
     _save(root / GROUP / "4/0.png", np.zeros((64, 64), np.uint8))         # grayscale: still readable
     _save(root / GROUP / "5/0.png", np.zeros((32, 32, 3), np.uint8))      # found only when images are checked
     (root / GROUP / "2/notes.txt").write_text("ignored by the reader")
-
-    bad = check.bad_trajectories(root, "train", seq_len=T)
     trajectories = layout.list_trajectories(root, "train")
-    assert set(bad) == {trajectories[1], trajectories[3]}
-    assert bad[trajectories[1]].kind == "missing_frame" and bad[trajectories[1]].path.endswith("3.png")
-    assert bad[trajectories[3]].kind == "csv_non_finite"
 
-    with_images = check.bad_trajectories(root, "train", seq_len=T, check_images=True)
-    assert set(with_images) == {trajectories[1], trajectories[3], trajectories[5]}
-    assert with_images[trajectories[5]].kind == "wrong_size"
-    too_short = check.bad_trajectories(root, "validate", seq_len=T + 1)
-    assert set(too_short) == set(layout.list_trajectories(root, "validate"))
-    assert {p.kind for p in too_short.values()} == {"too_short"}
-    with pytest.raises(DataError, match="split folder not found"):
-        check.bad_trajectories(root / "nowhere", "train", seq_len=T)
+    listing = VideoDataset(root, "train", T, use_packed=False, on_bad_sample="skip")
+    assert set(listing.skipped) == {trajectories[1], trajectories[3]}
+    assert set(listing.skipped) == _unusable(_scan(root, splits=("train",), check_images=False), trajectories)
+    assert listing.skipped[trajectories[1]] == f"{trajectories[1] / '3.png'}: frame missing"
+    assert "non-finite" in listing.skipped[trajectories[3]]
+
+    with_images = VideoDataset(root, "train", T, use_packed=False, check_frames=True, on_bad_sample="skip")
+    assert set(with_images.skipped) == {trajectories[1], trajectories[3], trajectories[5]}
+    assert set(with_images.skipped) == _unusable(_scan(root, splits=("train",), decode=False), trajectories)
+    assert "expected 64x64" in with_images.skipped[trajectories[5]]
+
+    short = problems.scan_trajectory(trajectories[0], min_frames=T + 1, check_images=False)
+    assert short.fatal.kind == "too_short" and short.conditions is not None
+    ok = problems.scan_trajectory(trajectories[0], min_frames=T)
+    assert ok.fatal is None and ok.conditions.shape == (T, layout.COND_DIM)
+    assert np.array_equal(ok.conditions, layout.read_conditions(trajectories[0], T))
 
 
 def test_read_csv_raises_the_first_problem_as_before(tmp_path):

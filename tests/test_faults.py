@@ -23,7 +23,7 @@ from PIL import Image
 from cvae_video import evaluate, train
 from cvae_video import config as config_mod
 from cvae_video.checkpoint import FORMAT
-from cvae_video.data import check, layout
+from cvae_video.data import check, layout, problems
 from cvae_video.data.dataset import BadTrajectory, VideoDataset
 from cvae_video.models import CVAE
 from helpers import TINY_FLAGS, fresh_copy, write_small_synth
@@ -253,7 +253,8 @@ def test_each_kind_of_bad_data_fails_at_start_up_or_is_skipped(root, name, damag
     assert list(ds.skipped) == [traj] and len(ds) == 5 and traj not in ds.trajectories
     assert ds.skipped[traj] == str(e.value)
     # the same trajectory that `cvae-data check` calls unusable
-    assert set(check.bad_trajectories(root, "train", TRAIN_LEN, check_images=True)) == {traj}
+    report = check.scan_dataset(root, splits=("train",), min_frames=TRAIN_LEN, decode=False, progress=False)
+    assert {Path(p.path) if p.kind == "too_short" else Path(p.path).parent for p in report.problems if p.fatal} == {traj}
     assert ds[0]["frames"].shape == (TRAIN_LEN, 3, 64, 64)
 
 
@@ -280,7 +281,7 @@ def test_training_on_bad_data_fails_at_start_up_by_default_and_skips_on_request(
 def test_a_frame_broken_behind_intact_checksums_stops_training_naming_it(root, tmp_path, capsys):
     for traj in layout.list_trajectories(root, "train"):
         _break_stream_keep_checksums(traj / "1.png")
-    assert check.check_frame(traj / "1.png", decode=False) == []      # invisible to the start-up check
+    assert problems.check_frame(traj / "1.png", decode=False) == []      # invisible to the start-up check
     rc = train.main(run_argv(root, tmp_path / "run", "--niter", "1", "--train_window", "first"))
     assert rc == 1
     err = capsys.readouterr().err

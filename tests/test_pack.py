@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cvae_video.data import cli, layout, pack, synth
+from cvae_video.data import cli, layout, pack, packed, synth
 from cvae_video.data.dataset import VideoDataset
 from helpers import read_trajectory
 from cvae_video.errors import DataError
@@ -75,7 +75,7 @@ def test_stale_after_frame_modified(root):
     path = first_frame(root)
     # a black frame: other pixels and (PNG-compressed) another size, whatever the timestamp granularity
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path)
-    with pytest.warns(pack.StalePackWarning, match=r"split 'train'.*changed.*cvae-data pack"):
+    with pytest.warns(packed.StalePackWarning, match=r"split 'train'.*changed.*cvae-data pack"):
         ds = VideoDataset(root, "train", SEQ_LEN)
     assert ds.packed is None
     assert ds[0]["frames"][5].sum() == 0     # the PNG path sees the new frame
@@ -95,12 +95,12 @@ def test_stale_after_trajectory_added_or_removed(root):
     pack.pack(root, ["train"], progress=False)
     trajs = layout.list_trajectories(root, "train")
     shutil.copytree(trajs[0], trajs[0].parent / "99")
-    with pytest.warns(pack.StalePackWarning, match="added"):
-        assert pack.open_packed(root, "train") is None
+    with pytest.warns(packed.StalePackWarning, match="added"):
+        assert packed.open_packed(root, "train") is None
     shutil.rmtree(trajs[0].parent / "99")
-    assert pack.open_packed(root, "train") is not None   # same files, same sizes and times again
+    assert packed.open_packed(root, "train") is not None   # same files, same sizes and times again
     shutil.rmtree(trajs[1])
-    with pytest.warns(pack.StalePackWarning, match="removed"):
+    with pytest.warns(packed.StalePackWarning, match="removed"):
         ds = VideoDataset(root, "train", SEQ_LEN)
     assert ds.packed is None and len(ds) == len(trajs) - 1
 
@@ -121,8 +121,8 @@ def test_bad_frame_fails_packing_with_the_png_error(root):
     with pytest.raises(DataError) as pack_error:
         pack.pack_split(root, "validate", progress=False)
     assert str(pack_error.value) == str(png_error.value) and str(path) in str(pack_error.value)
-    assert not (root / pack.PACKED_DIR / "validate").exists()
-    assert not list((root / pack.PACKED_DIR).glob(".validate.partial-*"))
+    assert not (root / packed.PACKED_DIR / "validate").exists()
+    assert not list((root / packed.PACKED_DIR).glob(".validate.partial-*"))
 
 
 def test_cli_pack(root, capsys):

@@ -17,8 +17,13 @@ from torch.utils.data import Dataset, Sampler
 
 from ..errors import DataError
 from . import layout
-from .check import check_frame
-from .pack import PackedSplit, open_packed
+from .packed import PackedSplit, open_packed
+from .problems import scan_trajectory, too_short
+
+
+def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
+    """An item's (or batch's) uint8 frames (..., C, H, W) -> float32 in [0, 1], what the model takes."""
+    return frames.float().div_(255.0)
 
 
 class BadTrajectory(DataError):
@@ -85,8 +90,7 @@ class VideoDataset(Dataset):
             self._packed_index = []      # dataset index -> packed trajectory index (skipped ones left out)
             for j, (traj, n) in enumerate(zip(self.packed.trajectories, self.packed.lengths.tolist())):
                 if n < seq_len:
-                    self._bad(traj, f"{traj}: {n} frames, but sequences of {seq_len} frames were asked for",
-                              on_bad_sample)
+                    self._bad(traj, too_short(traj, n, seq_len).message, on_bad_sample)
                 else:
                     self._packed_index.append(j)
             self.trajectories = [self.packed.trajectories[j] for j in self._packed_index]
@@ -110,18 +114,13 @@ class VideoDataset(Dataset):
         self._normalized = [self.stats.normalize(c) for c in self.conditions]
 
     def _read_trajectory_info(self, traj: Path, check_frames: bool) -> np.ndarray:
-        """The (T, 7) conditions of a trajectory; DataError naming the file if the reader would fail on it."""
-        n = layout.count_frames(traj)
-        if n < self.seq_len:
-            raise DataError(f"{traj}: {n} frames, but sequences of {self.seq_len} frames were asked for")
-        conditions = layout.read_conditions(traj, n)
-        if check_frames:
-            for t in range(n):
-                fatal = next((p for p in check_frame(traj / f"{t}.png", self.image_size, decode=False)
-                              if p.fatal), None)
-                if fatal is not None:
-                    raise DataError(f"{fatal.path}: {fatal.detail}")
-        return conditions
+        """The (T, 7) conditions of a trajectory; DataError naming the file if the reader would fail on it (the rule
+        of :mod:`cvae_video.data.problems`, which ``cvae-data check`` applies too)."""
+        scan = scan_trajectory(traj, self.image_size, min_frames=self.seq_len, check_images=check_frames,
+                               decode=False)
+        if scan.fatal is not None:
+            raise DataError(scan.fatal.message)
+        return scan.conditions
 
     def _bad(self, traj: Path, problem: str, on_bad_sample: str) -> None:
         if on_bad_sample == "error":
