@@ -113,8 +113,8 @@ def _config_digest(cfg: config_mod.TrainConfig) -> str:
 
 def execute(run: Run, n_samples: int, gif_indices: list[int], eval_batch_size: int, progress: bool) -> dict:
     """Train (or resume), evaluate and draw one run; returns its done.json record."""
-    from .evaluate import evaluate
-    from .make_gif import make_pictures
+    from .evaluate import EvalConfig, evaluate
+    from .make_gif import PictureConfig, make_pictures
     from .train import train
 
     log_dir = Path(run.cfg.log_dir)
@@ -133,10 +133,13 @@ def execute(run: Run, n_samples: int, gif_indices: list[int], eval_batch_size: i
     if progress:
         print(f"== run {run.run_id}: {'resuming' if resumable else 'training'}", flush=True)
     train(run.cfg, resume=resumable, overwrite=not resumable, progress=progress)
-    result = evaluate(str(log_dir / "best.pt"), split="test", n_samples=n_samples, batch_size=eval_batch_size,
-                      seed=run.cfg.seed, progress=False)
+    where = {"device": run.cfg.device, "cuda": run.cfg.cuda}   # evaluated where it trained
+    result = evaluate(str(log_dir / "best.pt"), EvalConfig(split="test", n_samples=n_samples,
+                                                           batch_size=eval_batch_size, seed=run.cfg.seed, **where),
+                      progress=False)
     atomic_write_json(log_dir / "eval.json", result)
-    pictures = make_pictures(str(log_dir / "best.pt"), str(log_dir / "gifs"), gif_indices, seed=run.cfg.seed)
+    pictures = make_pictures(str(log_dir / "best.pt"), str(log_dir / "gifs"),
+                             PictureConfig(indices=gif_indices, seed=run.cfg.seed, **where))
     record = {"run_id": run.run_id, "config_digest": digest, "pictures": [str(p) for p in pictures]}
     atomic_write_json(done, record)   # last: a run with done.json is complete
     return record

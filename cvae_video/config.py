@@ -23,9 +23,9 @@ else:  # pragma: no cover
 
 from .errors import ConfigError
 from .models.svg import ModelConfig
+from .runtime import PRECISIONS
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
-PRECISIONS = ("fp32", "bf16", "fp16")
 BAD_SAMPLE_POLICIES = ("error", "skip")
 
 
@@ -90,6 +90,7 @@ class TrainConfig:
     compile: bool = False              # torch.compile the training step (slower on the CPU here: off)
     sync_bn: bool = False              # under torchrun: BatchNorm statistics over all processes' batches
     n_pictures: int = 4                # sequences shown in the per-epoch prediction grid
+    picture_samples: int = 3           # futures drawn per sequence in those grids (the best by SSIM first)
     # faults
     skip_nonfinite: int = 0            # batches with a NaN/inf loss skipped (no update) before the run stops
     on_bad_sample: str = "error"       # "error": a bad trajectory stops start-up; "skip": train without it
@@ -127,6 +128,8 @@ class TrainConfig:
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
             ("val_every", self.val_every >= 1, "must be >= 1"),
             ("val_batch_size", self.val_batch_size >= 1, "must be >= 1"),
+            ("n_pictures", self.n_pictures >= 0, "must be >= 0"),
+            ("picture_samples", self.picture_samples >= 1, "must be >= 1"),
             ("synth_n_train", self.synth_n_train >= 1, "must be >= 1"),
             ("skip_nonfinite", self.skip_nonfinite >= 0, "must be >= 0"),
             ("on_bad_sample", self.on_bad_sample in BAD_SAMPLE_POLICIES, f"must be one of {BAD_SAMPLE_POLICIES}"),
@@ -218,7 +221,8 @@ def resolve(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
 # What a resumed run may change: how long it runs (a larger ``niter`` extends it), where and how fast it runs,
 # and how it reacts to faults. The model's shape never; any other key would change the training being continued.
 RESUME_MAY_CHANGE = ("niter", "log_dir", "data_root", "num_workers", "device", "cuda", "compile", "channels_last",
-                     "val_every", "n_pictures", "skip_nonfinite", "on_bad_sample", "sync_bn", "val_batch_size")
+                     "val_every", "n_pictures", "picture_samples", "skip_nonfinite", "on_bad_sample", "sync_bn",
+                     "val_batch_size")
 MODEL_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name in {g.name for g in fields(ModelConfig)})
 
 

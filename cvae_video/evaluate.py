@@ -15,6 +15,7 @@ import csv
 import io
 import sys
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,11 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from . import metrics
-from .checkpoint import inference_model, load_checkpoint
-from .data.dataset import ConditionStats, VideoDataset, frames_to_float
+from .data.dataset import frames_to_float
 from .errors import CvaeError, DataError
 from .fileio import atomic_write_json, atomic_write_text
-from .runtime import autocast, derive_seed, keep_freed_memory, resolve_device
+from .inference import Trained, open_trained
+from .runtime import PRECISIONS, autocast, derive_seed, keep_freed_memory, resolve_device
 
 PROTOCOLS = {"lab": (2, 10), "svg": (2, 28)}
 
@@ -64,7 +65,7 @@ class ShuffledConditions(Dataset):
 
 
 @torch.inference_mode()
-def score_split(model, loader, device: torch.device, n_past: int, n_future: int, n_samples: int = 1,
+def score_split(model, loader, device: torch.device, *, n_past: int, n_future: int, n_samples: int = 1,
                 z_mode: str = "sample", seed: int = 0, amp=None, progress: bool = False,
                 with_kl: bool = True) -> dict[str, np.ndarray]:
     """Per-frame PSNR/SSIM of every sequence of ``loader``.
@@ -156,55 +157,73 @@ def make_loader(dataset, batch_size: int, num_workers: int = 0, device: torch.de
                       pin_memory=device is not None and device.type == "cuda")
 
 
-def evaluate(ckpt_path: str, data_root: str = "", split: str = "test", protocol: str = "lab",
-             n_past: int | None = None, n_future: int | None = None, n_samples: int = 1, batch_size: int = 32,
-             seed: int = 0, device: str = "", cuda: bool = False, precision: str = "fp32",
-             max_sequences: int = 0, num_workers: int = 0, progress: bool = True,
-             channels_last: bool | None = None, compile: bool = False) -> dict:
-    """Evaluate a checkpoint on a split; returns the report dict (see :func:`report`).
+@dataclass
+class EvalConfig:
+    """What ``cvae-eval`` evaluates and how (its flags)."""
+    data_root: str = ""              # empty: the data the model was trained on
+    split: str = "test"
+    protocol: str = "lab"            # see PROTOCOLS; n_past / n_future override its frame counts
+    n_past: int | None = None
+    n_future: int | None = None
+    n_samples: int = 1               # futures drawn per sequence
+    batch_size: int = 32
+    max_sequences: int = 0           # 0: every sequence of the split
+    seed: int = 0
+    device: str = ""
+    cuda: bool = False
+    precision: str = "fp32"
+    num_workers: int = 0
+    channels_last: bool | None = None   # the model's memory format; None: as it was trained
+    compile: bool = False            # torch.compile the prediction (worth it for long evaluations on a GPU)
 
-    ``channels_last``: the model's memory format (None: as it was trained); ``compile``: ``torch.compile`` the
-    prediction (worth it for long evaluations on a GPU; the first batch waits for the compilation)."""
-    if protocol not in PROTOCOLS:
-        raise CvaeError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
-    if n_samples < 1:
-        raise CvaeError(f"--n_samples must be >= 1, got {n_samples}")
-    dev = resolve_device(device, cuda)
-    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-    train_cfg = ckpt.get("train_config", {})
-    model = inference_model(ckpt, str(ckpt_path), dev, channels_last)
-    if compile:   # an instance attribute: score_split calls model.predict
-        model.predict = torch.compile(model.predict)
-    p_past, p_future = PROTOCOLS[protocol]
-    n_past = n_past or p_past
-    n_future = n_future or p_future
-    root = data_root or train_cfg.get("resolved_data_root", "")
-    if not root:
-        raise CvaeError("no --data_root given and the checkpoint does not record one")
-    if not Path(root).is_dir():
-        raise DataError(f"--data_root {root}: folder not found")
-    stats = ConditionStats.from_dict(ckpt["cond_stats"])
+    def frames(self) -> tuple[int, int]:
+        """(n_past, n_future): the protocol's, unless overridden."""
+        if self.protocol not in PROTOCOLS:
+            raise CvaeError(f"unknown protocol {self.protocol!r}; choose one of {sorted(PROTOCOLS)}")
+        p_past, p_future = PROTOCOLS[self.protocol]
+        return self.n_past or p_past, self.n_future or p_future
+
+
+def _open_eval_split(trained: Trained, cfg: EvalConfig, n_past: int, n_future: int):
     try:
-        ds = VideoDataset(root, split, n_past + n_future, stats=stats)
+        ds = trained.open_split(cfg.data_root, cfg.split, n_past + n_future)
     except DataError as e:
-        if protocol == "svg" and "frames, but sequences of" in str(e):
+        if cfg.protocol == "svg" and "frames, but sequences of" in str(e):
             raise DataError(f"the svg protocol predicts {n_past} -> {n_future} frames and needs sequences of "
                             f"{n_past + n_future} frames: {e}") from None
         raise
-    if max_sequences:
-        ds = Subset(ds, range(min(max_sequences, len(ds))))
-    loader = make_loader(ds, batch_size, num_workers, dev)
-    amp = autocast(dev, precision)
-    scores = score_split(model, loader, dev, n_past, n_future, n_samples, "sample", seed, amp, progress)
-    mean_scores = score_split(model, loader, dev, n_past, n_future, 1, "mean", seed, amp, progress, with_kl=False)
-    shuffled_scores = None
-    if len(ds) >= 2:   # the same draws of z, other sequences' conditions
-        shuffled = make_loader(ShuffledConditions(ds, seed), batch_size, num_workers, dev)
-        shuffled_scores = score_split(model, shuffled, dev, n_past, n_future, n_samples, "sample", seed, amp,
-                                      progress, with_kl=False)
+    return Subset(ds, range(min(cfg.max_sequences, len(ds)))) if cfg.max_sequences else ds
+
+
+def evaluate(ckpt_path: str, cfg: EvalConfig | None = None, progress: bool = True) -> dict:
+    """Evaluate a checkpoint on a split; returns the report dict (see :func:`report`): the model's samples, the
+    model at the latents' means, and (with two or more sequences) the model given other sequences' conditions
+    with the same draws of z."""
+    cfg = cfg or EvalConfig()
+    n_past, n_future = cfg.frames()
+    if cfg.n_samples < 1:
+        raise CvaeError(f"--n_samples must be >= 1, got {cfg.n_samples}")
+    device = resolve_device(cfg.device, cfg.cuda)
+    amp = autocast(device, cfg.precision)
+    trained = open_trained(ckpt_path, device, cfg.channels_last)
+    model = trained.model
+    if cfg.compile:   # an instance attribute: score_split calls model.predict
+        model.predict = torch.compile(model.predict)
+    ds = _open_eval_split(trained, cfg, n_past, n_future)
+
+    def score(dataset, n_samples: int, z_mode: str, with_kl: bool) -> dict[str, np.ndarray]:
+        loader = make_loader(dataset, cfg.batch_size, cfg.num_workers, device)
+        return score_split(model, loader, device, n_past=n_past, n_future=n_future, n_samples=n_samples,
+                           z_mode=z_mode, seed=cfg.seed, amp=amp, progress=progress, with_kl=with_kl)
+
+    scores = score(ds, cfg.n_samples, "sample", with_kl=True)
+    mean_scores = score(ds, 1, "mean", with_kl=False)
+    shuffled_scores = score(ShuffledConditions(ds, cfg.seed), cfg.n_samples, "sample", with_kl=False) \
+        if len(ds) >= 2 else None
     result = report(scores, mean_scores, shuffled_scores)
-    result.update({"checkpoint": str(ckpt_path), "data_root": str(root), "split": split, "protocol": protocol,
-                   "n_past": n_past, "seed": seed, "epoch": ckpt.get("epoch"), "step": ckpt.get("step")})
+    result.update({"checkpoint": str(ckpt_path), "data_root": str(trained.data_root(cfg.data_root)),
+                   "split": cfg.split, "protocol": cfg.protocol, "n_past": n_past, "seed": cfg.seed,
+                   "epoch": trained.ckpt.get("epoch"), "step": trained.ckpt.get("step")})
     return result
 
 
@@ -234,22 +253,25 @@ def write_per_frame_csv(result: dict, path: str | Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    d = EvalConfig()
     p = argparse.ArgumentParser(prog="cvae-eval", description="Evaluate a cvae_video checkpoint.")
     p.add_argument("--ckpt", required=True, help="checkpoint file (best.pt / last.pt)")
-    p.add_argument("--data_root", default="", help="data set root (default: the one the model was trained on)")
-    p.add_argument("--split", default="test", choices=["train", "validate", "test"])
-    p.add_argument("--protocol", default="lab", choices=sorted(PROTOCOLS))
-    p.add_argument("--n_past", type=int, default=None, help="override the protocol's past frames")
-    p.add_argument("--n_future", type=int, default=None, help="override the protocol's predicted frames")
-    p.add_argument("--n_samples", type=int, default=1, help="futures drawn per sequence")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--max_sequences", type=int, default=0, help="evaluate only the first N sequences (0: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="")
+    p.add_argument("--data_root", default=d.data_root,
+                   help="data set root (default: the one the model was trained on)")
+    p.add_argument("--split", default=d.split, choices=["train", "validate", "test"])
+    p.add_argument("--protocol", default=d.protocol, choices=sorted(PROTOCOLS))
+    p.add_argument("--n_past", type=int, default=d.n_past, help="override the protocol's past frames")
+    p.add_argument("--n_future", type=int, default=d.n_future, help="override the protocol's predicted frames")
+    p.add_argument("--n_samples", type=int, default=d.n_samples, help="futures drawn per sequence")
+    p.add_argument("--batch_size", type=int, default=d.batch_size)
+    p.add_argument("--max_sequences", type=int, default=d.max_sequences,
+                   help="evaluate only the first N sequences (0: all)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device)
     p.add_argument("--cuda", action="store_true")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--num_workers", type=int, default=0)
-    p.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=None,
+    p.add_argument("--precision", default=d.precision, choices=PRECISIONS)
+    p.add_argument("--num_workers", type=int, default=d.num_workers)
+    p.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=d.channels_last,
                    help="channels-last memory format (default: as the model was trained)")
     p.add_argument("--compile", action="store_true", help="torch.compile the prediction")
     p.add_argument("--json", help="write all numbers to this JSON file")
@@ -258,14 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+OUTPUT_FLAGS = ("ckpt", "json", "csv", "plot")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()   # process-wide (glibc malloc): the console script's decision, not the library's
+    cfg = EvalConfig(**{k: v for k, v in vars(args).items() if k not in OUTPUT_FLAGS})
     try:
-        result = evaluate(args.ckpt, args.data_root, args.split, args.protocol, args.n_past, args.n_future,
-                          args.n_samples, args.batch_size, args.seed, args.device, args.cuda, args.precision,
-                          args.max_sequences, args.num_workers, channels_last=args.channels_last,
-                          compile=args.compile)
+        result = evaluate(args.ckpt, cfg)
     except CvaeError as e:
         print(f"cvae-eval: error: {e}", file=sys.stderr)
         return 1

@@ -8,79 +8,77 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader, Subset
-
-from . import metrics
-from .checkpoint import inference_model, load_checkpoint
-from .data.dataset import ConditionStats, VideoDataset, frames_to_float
-from .errors import CvaeError, DataError
+from .errors import CvaeError
 from .evaluate import PROTOCOLS
-from .runtime import resolve_device
+from .inference import open_trained, predict_batch, save_pictures, take_batch
+from .runtime import PRECISIONS, autocast, resolve_device
 
 
-def make_pictures(ckpt_path: str, out_dir: str, indices: list[int], data_root: str = "", split: str = "test",
-                  protocol: str = "lab", n_samples: int = 5, n_show: int = 3, seed: int = 0, fps: int = 4,
-                  device: str = "", cuda: bool = False) -> list[Path]:
-    """Write ``seq{i}.gif`` and ``seq{i}_grid.png`` per index; returns the paths written."""
-    from .viz import save_gif, save_prediction_grid
-    dev = resolve_device(device, cuda)
-    ckpt = load_checkpoint(ckpt_path)
-    model = inference_model(ckpt, str(ckpt_path), dev)
-    n_past, n_future = PROTOCOLS[protocol]
-    root = data_root or ckpt.get("train_config", {}).get("resolved_data_root", "")
-    if not root or not Path(root).is_dir():
-        raise DataError(f"--data_root {root or '(none)'}: folder not found")
-    ds = VideoDataset(root, split, n_past + n_future, stats=ConditionStats.from_dict(ckpt["cond_stats"]))
-    bad = [i for i in indices if not 0 <= i < len(ds)]
-    if bad:
-        raise CvaeError(f"sequence index {bad[0]} out of range: the {split} split has {len(ds)} sequences")
+@dataclass
+class PictureConfig:
+    """What ``cvae-make-gif`` draws (its flags)."""
+    indices: list[int] = field(default_factory=lambda: [0, 1, 2])   # sequence indices in the split
+    data_root: str = ""              # empty: the data the model was trained on
+    split: str = "test"
+    protocol: str = "lab"            # how many frames are given and predicted (see cvae_video.evaluate)
+    n_samples: int = 5               # futures drawn per sequence; the best by SSIM is shown first
+    n_show: int = 3                  # samples shown per sequence
+    seed: int = 0
+    fps: float = 4
+    device: str = ""
+    cuda: bool = False
+    precision: str = "fp32"
+
+
+def make_pictures(ckpt_path: str, out_dir: str, cfg: PictureConfig | None = None) -> list[Path]:
+    """Write ``seq{i}.gif`` and ``seq{i}_grid.png`` into ``out_dir`` per index of ``cfg.indices``; returns the
+    paths written."""
+    cfg = cfg or PictureConfig()
+    if cfg.protocol not in PROTOCOLS:
+        raise CvaeError(f"unknown protocol {cfg.protocol!r}; choose one of {sorted(PROTOCOLS)}")
+    device = resolve_device(cfg.device, cfg.cuda)
+    trained = open_trained(ckpt_path, device)
+    n_past, n_future = PROTOCOLS[cfg.protocol]
+    ds = trained.open_split(cfg.data_root, cfg.split, n_past + n_future)
+    pred = predict_batch(trained.model, take_batch(ds, cfg.indices), n_past=n_past, n_future=n_future,
+                         n_samples=cfg.n_samples, seed=cfg.seed, amp=autocast(device, cfg.precision))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    batch = next(iter(DataLoader(Subset(ds, indices), batch_size=len(indices))))
-    x = frames_to_float(batch["frames"].to(dev))                       # (B, T, C, H, W)
-    gen = torch.Generator(dev).manual_seed(seed)
-    with torch.inference_mode():
-        pred = model.predict(x[:, :n_past], batch["cond"].to(dev), n_future, n_samples, "sample", gen).float()
-    gt = x[:, n_past:]
     written = []
-    for b, idx in enumerate(indices):
-        s = metrics.ssim(pred[b], gt[b].expand_as(pred[b])).mean(1)  # (S,) mean SSIM of each sample
-        order = [int(s.argmax())] + [i for i in range(n_samples) if i != int(s.argmax())][:max(0, n_show - 1)]
-        full = [torch.cat([x[b, :n_past], pred[b, i]], 0).cpu() for i in order]  # past frames are ground truth
-        labels = ["ground truth", "best (SSIM)"] + [f"sample {i + 1}" for i in range(len(order) - 1)]
-        gif = out / f"seq{idx}.gif"
-        save_gif([x[b].cpu()] + full, gif, fps=fps, labels=labels, n_past=n_past)
-        grid = out / f"seq{idx}_grid.png"
-        save_prediction_grid(x[b].cpu(), pred[b, order].cpu(), grid, n_past, labels=labels)
-        written += [gif, grid]
+    for b, idx in enumerate(cfg.indices):
+        written += save_pictures(pred, b, grid=out / f"seq{idx}_grid.png", gif=out / f"seq{idx}.gif",
+                                 n_show=cfg.n_show, fps=cfg.fps)
     return written
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cvae-make-gif", description="GIFs and grids of a checkpoint's predictions.")
-    p.add_argument("--ckpt", required=True)
+    d = PictureConfig()
+    p = argparse.ArgumentParser(prog="cvae-make-gif", description="GIFs and grids of a checkpoint's predictions.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="checkpoint file (best.pt / last.pt)")
     p.add_argument("--out", default="pictures", help="output folder")
-    p.add_argument("--indices", type=int, nargs="+", default=[0, 1, 2], help="sequence indices in the split")
-    p.add_argument("--data_root", default="")
-    p.add_argument("--split", default="test", choices=["train", "validate", "test"])
-    p.add_argument("--protocol", default="lab", choices=sorted(PROTOCOLS))
-    p.add_argument("--n_samples", type=int, default=5, help="samples drawn; the best by SSIM is shown first")
-    p.add_argument("--n_show", type=int, default=3, help="samples shown per sequence")
-    p.add_argument("--fps", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="")
+    p.add_argument("--indices", type=int, nargs="+", default=d.indices, help="sequence indices in the split")
+    p.add_argument("--data_root", default=d.data_root, help="data set root (default: the one the model was trained on)")
+    p.add_argument("--split", default=d.split, choices=["train", "validate", "test"])
+    p.add_argument("--protocol", default=d.protocol, choices=sorted(PROTOCOLS))
+    p.add_argument("--n_samples", type=int, default=d.n_samples, help="samples drawn; the best by SSIM is shown first")
+    p.add_argument("--n_show", type=int, default=d.n_show, help="samples shown per sequence")
+    p.add_argument("--fps", type=float, default=d.fps)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device)
     p.add_argument("--cuda", action="store_true")
+    p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
+                   help="autocast precision of the prediction (as cvae-eval)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = vars(build_parser().parse_args(argv))
+    ckpt, out = args.pop("ckpt"), args.pop("out")
     try:
-        paths = make_pictures(args.ckpt, args.out, args.indices, args.data_root, args.split, args.protocol,
-                              args.n_samples, args.n_show, args.seed, args.fps, args.device, args.cuda)
+        paths = make_pictures(ckpt, out, PictureConfig(**args))
     except CvaeError as e:
         print(f"cvae-make-gif: error: {e}", file=sys.stderr)
         return 1

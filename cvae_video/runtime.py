@@ -14,6 +14,7 @@ import torch
 from .errors import ConfigError
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("fp32", *_AMP_DTYPES)
 
 
 def resolve_device(device: str = "", cuda: bool = False) -> torch.device:
@@ -65,6 +66,8 @@ def keep_freed_memory() -> bool:
 
 def autocast(device: torch.device, precision: str):
     """An autocast context for bf16/fp16, or a no-op for fp32."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: must be one of {PRECISIONS}")
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[precision])

@@ -27,8 +27,9 @@ from .checkpoint import load_checkpoint, load_model_state, rng_state, save_check
 from .config import TrainConfig
 from .data.dataset import BadTrajectory, ConditionStats, VideoDataset, WindowSampler, frames_to_float
 from .errors import CheckpointError, ConfigError, CvaeError, DataError
-from .fileio import atomic_write_json, atomic_write_text, read_json_lines, remove_stale_temp_files
 from .evaluate import score_split
+from .fileio import atomic_write_json, atomic_write_text, read_json_lines, remove_stale_temp_files
+from .inference import predict_batch, save_pictures, take_batch
 from .models.svg import CVAE
 from .runtime import autocast, derive_seed, grad_scaler, keep_freed_memory, seed_everything
 from .schedules import kl_weight, learning_rate, teacher_forcing_ratio
@@ -246,21 +247,17 @@ def _open_data(root: Path, cfg: TrainConfig, stats: ConditionStats | None, log_d
     return splits["train"], val_ds
 
 
-def _save_pictures(model, val_ds, cfg, device, amp, epoch: int, log_dir: Path) -> None:
-    from .viz import save_prediction_grid
+def _save_pictures(model, val_ds, cfg: TrainConfig, amp, epoch: int, log_dir: Path) -> None:
+    """The grids of the first ``n_pictures`` validation sequences (``picture_samples`` futures each, the best by
+    SSIM first), as ``cvae-make-gif`` draws them; the last ``KEEP_PICTURES`` epochs' grids are kept."""
     n = min(cfg.n_pictures, len(val_ds))
     if n == 0:
         return
-    batch = next(iter(DataLoader(Subset(val_ds, range(n)), batch_size=n)))
-    x = frames_to_float(batch["frames"].to(device))
-    model.eval()
-    gen = torch.Generator(device).manual_seed(cfg.seed)
-    with torch.inference_mode(), amp:
-        pred = model.predict(x[:, :cfg.n_past], batch["cond"].to(device), cfg.n_eval, 3, "sample", gen).float()
+    pred = predict_batch(model, take_batch(val_ds, list(range(n))), n_past=cfg.n_past, n_future=cfg.n_eval,
+                         n_samples=cfg.picture_samples, seed=cfg.seed, amp=amp)
     pictures = log_dir / "pictures"
     for i in range(n):
-        save_prediction_grid(x[i].cpu(), pred[i].cpu(), pictures / f"epoch{epoch:04d}_seq{i}.png", cfg.n_past)
-    # keep the last KEEP_PICTURES epochs' pictures
+        save_pictures(pred, i, grid=pictures / f"epoch{epoch:04d}_seq{i}.png", n_show=cfg.picture_samples)
     epochs = sorted({p.name.split("_")[0] for p in pictures.glob("epoch*_seq*.png")})
     for old in epochs[:-KEEP_PICTURES]:
         for p in pictures.glob(f"{old}_seq*.png"):
@@ -378,8 +375,8 @@ def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False, overwrite:
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.niter:
             distributed.broadcast_buffers(model, ctx)   # every rank scores the model that rank 0 saves
             with _keep_rng(device):
-                scores = score_split(model, val_loader, device, cfg.n_past, cfg.n_eval, 1, "sample", cfg.seed,
-                                     amp)
+                scores = score_split(model, val_loader, device, n_past=cfg.n_past, n_future=cfg.n_eval,
+                                     n_samples=1, seed=cfg.seed, amp=amp)
             val_psnr = distributed.global_mean(scores["psnr"], ctx)   # over the whole split
             val_kl = distributed.global_mean(scores["kl"], ctx)
         record = {"epoch": epoch, "step": step, **{k: v / n_good if n_good else None for k, v in sums.items()},
@@ -405,7 +402,7 @@ def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False, overwrite:
         from .viz import plot_training_curves
         plot_training_curves(records, log_dir / "training_curves.png")
         with _keep_rng(device):
-            _save_pictures(model, val_ds, cfg, device, amp, epoch, log_dir)
+            _save_pictures(model, val_ds, cfg, amp, epoch, log_dir)
         warning = collapse_warning(val_kl, step, total_steps, cfg)
         if warning:
             tqdm.write(f"cvae-train: warning: {warning}", file=sys.stderr)

@@ -47,11 +47,11 @@ from pathlib import Path
 
 import torch
 
-from cvae_video.config import PRECISIONS, TrainConfig
+from cvae_video.config import TrainConfig
 from cvae_video.data.dataset import frames_to_float
 from cvae_video.models.rnn import gaussian_kl
 from cvae_video.models.svg import CVAE
-from cvae_video.runtime import autocast, grad_scaler, keep_freed_memory, resolve_device
+from cvae_video.runtime import PRECISIONS, autocast, grad_scaler, keep_freed_memory, resolve_device
 from cvae_video.train import build_optimizer, train_step
 
 QUICK = dict(width=0.125, batch_size=2, g_dim=16, z_dim=4, rnn_size=16, n_samples=2, steps=1, warmup=1,

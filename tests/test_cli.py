@@ -1,13 +1,16 @@
 """The console scripts end to end on a tiny synthetic data set: train -> checkpoint -> eval -> pictures."""
 
 import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from cvae_video import evaluate, make_gif, train
-from cvae_video.checkpoint import load_checkpoint, model_from_checkpoint
+from cvae_video.checkpoint import load_checkpoint
+from cvae_video.inference import open_trained
 from cvae_video.data import cli as data_cli
 from helpers import TINY_FLAGS
 
@@ -34,17 +37,18 @@ def test_training_writes_everything(run_dir):
     assert grids and all(Image.open(p).size[0] > 64 for p in grids)
 
 
-def test_checkpoint_loads_with_weights_only_and_rebuilds_the_model(run_dir):
+def test_checkpoint_loads_with_weights_only_and_rebuilds_the_trained_model(run_dir, synth_root):
     raw = torch.load(run_dir / "last.pt", weights_only=True)
     assert raw["epoch"] == 1 and raw["step"] == 6
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in raw["model"])
-    ckpt = load_checkpoint(run_dir / "best.pt")
-    model = model_from_checkpoint(ckpt).eval()
-    model2 = model_from_checkpoint(load_checkpoint(run_dir / "best.pt")).eval()
-    x, cond = torch.rand(2, 2, 3, 64, 64), torch.randn(2, 6, 7)
-    a = model.predict(x, cond, 4, 2, generator=torch.Generator().manual_seed(0))
-    b = model2.predict(x, cond, 4, 2, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(a, b)
+    # the rebuilt model is the one that was validated: it scores the validation PSNR recorded at its epoch
+    trained = open_trained(run_dir / "best.pt", torch.device("cpu"))
+    cfg = trained.train_config
+    ds = trained.open_split("", "validate", cfg["n_past"] + cfg["n_eval"])
+    scores = evaluate.score_split(trained.model, evaluate.make_loader(ds, cfg["val_batch_size"]),
+                                  torch.device("cpu"), n_past=cfg["n_past"], n_future=cfg["n_eval"], seed=cfg["seed"])
+    assert trained.ckpt["val_psnr"] == pytest.approx(float(scores["psnr"].mean()), abs=1e-9)
+    assert trained.ckpt["val_psnr"] == trained.ckpt["best_val_psnr"]
 
 
 def test_eval_json(run_dir, synth_root, tmp_path, capsys):
@@ -71,9 +75,12 @@ def test_eval_json(run_dir, synth_root, tmp_path, capsys):
 
 
 def test_eval_is_deterministic_given_seed(run_dir, synth_root):
-    a = evaluate.evaluate(str(run_dir / "best.pt"), str(synth_root), n_samples=2, seed=3, progress=False)
-    b = evaluate.evaluate(str(run_dir / "best.pt"), str(synth_root), n_samples=2, seed=3, progress=False)
+    cfg = evaluate.EvalConfig(data_root=str(synth_root), n_samples=2, seed=3)
+    a = evaluate.evaluate(str(run_dir / "best.pt"), cfg, progress=False)
+    b = evaluate.evaluate(str(run_dir / "best.pt"), cfg, progress=False)
     assert a["methods"] == b["methods"]
+    other = evaluate.evaluate(str(run_dir / "best.pt"), replace(cfg, seed=4), progress=False)
+    assert other["methods"]["model_mean_of_n"] != a["methods"]["model_mean_of_n"]   # the seed draws the latents
 
 
 def test_make_gif(run_dir, synth_root, tmp_path):
@@ -85,6 +92,32 @@ def test_make_gif(run_dir, synth_root, tmp_path):
         assert gif.format == "GIF" and gif.n_frames > 1
         grid = Image.open(tmp_path / f"seq{i}_grid.png")
         assert grid.format == "PNG" and grid.size[0] > 12 * 64
+
+
+def test_make_gif_precision_reaches_the_prediction(run_dir, synth_root, tmp_path, monkeypatch):
+    from cvae_video import runtime
+    seen = []
+
+    def spy(device, precision):
+        seen.append(precision)
+        return runtime.autocast(device, precision)
+    monkeypatch.setattr(make_gif, "autocast", spy)
+    argv = ["--ckpt", str(run_dir / "best.pt"), "--data_root", str(synth_root), "--indices", "1", "--n_samples", "2"]
+    assert make_gif.main([*argv, "--out", str(tmp_path / "bf16"), "--precision", "bf16"]) == 0
+    assert make_gif.main([*argv, "--out", str(tmp_path / "fp32")]) == 0
+    assert seen == ["bf16", "fp32"]
+    bf16, fp32 = (np.asarray(Image.open(tmp_path / p / "seq1_grid.png")) for p in ("bf16", "fp32"))
+    assert bf16.shape == fp32.shape and not np.array_equal(bf16, fp32)   # bf16 arithmetic draws other pixels
+
+
+def test_a_checkpoint_without_its_data_names_both(run_dir, tmp_path, capsys):
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    moved = tmp_path / "elsewhere.pt"
+    ckpt["train_config"]["resolved_data_root"] = str(tmp_path / "gone")
+    torch.save(ckpt, moved)
+    for script in (evaluate.main, make_gif.main):
+        assert script(["--ckpt", str(moved), *(["--out", str(tmp_path)] if script is make_gif.main else [])]) == 1
+        assert f"--data_root {tmp_path / 'gone'}: folder not found" in capsys.readouterr().err
 
 
 def test_cli_errors_are_one_clear_line(run_dir, synth_root, tmp_path, capsys):
@@ -144,16 +177,16 @@ def test_compiled_training_and_evaluation(synth_root, tmp_path):
                        "2", "--compile", "--no_progress", *TINY_FLAGS]) == 0
     ckpt = str(log_dir / "last.pt")
     assert not any(k.startswith("_orig_mod.") for k in load_checkpoint(ckpt)["model"])
-    kw = dict(data_root=str(synth_root), n_samples=2, max_sequences=4, progress=False)
-    eager = evaluate.evaluate(ckpt, **kw)
-    compiled = evaluate.evaluate(ckpt, compile=True, **kw)
+    cfg = evaluate.EvalConfig(data_root=str(synth_root), n_samples=2, max_sequences=4)
+    eager = evaluate.evaluate(ckpt, cfg, progress=False)
+    compiled = evaluate.evaluate(ckpt, replace(cfg, compile=True), progress=False)
     assert compiled["psnr"] == pytest.approx(eager["psnr"], abs=1e-3)
     assert compiled["ssim"] == pytest.approx(eager["ssim"], abs=1e-4)
 
 
 def test_eval_memory_format_does_not_change_the_scores(run_dir, synth_root):
-    kw = dict(data_root=str(synth_root), n_samples=2, max_sequences=4, progress=False)
-    nhwc = evaluate.evaluate(str(run_dir / "best.pt"), channels_last=True, **kw)
-    nchw = evaluate.evaluate(str(run_dir / "best.pt"), channels_last=False, **kw)
+    cfg = evaluate.EvalConfig(data_root=str(synth_root), n_samples=2, max_sequences=4)
+    nhwc = evaluate.evaluate(str(run_dir / "best.pt"), replace(cfg, channels_last=True), progress=False)
+    nchw = evaluate.evaluate(str(run_dir / "best.pt"), replace(cfg, channels_last=False), progress=False)
     assert nhwc["psnr"] == pytest.approx(nchw["psnr"], abs=1e-4)
     assert nhwc["ssim"] == pytest.approx(nchw["ssim"], abs=1e-5)

@@ -1,0 +1,113 @@
+"""The steps every use of a trained model shares: open a checkpoint as a model, find and open its data with the
+statistics it was trained with, predict a batch from a seeded generator, and draw the predictions.
+
+``cvae-eval``, ``cvae-make-gif`` and the pictures ``cvae-train`` draws after each epoch all go through here.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from . import metrics
+from .checkpoint import inference_model, load_checkpoint
+from .data.dataset import ConditionStats, VideoDataset, frames_to_float
+from .errors import CvaeError, DataError
+from .models.svg import CVAE
+
+
+@dataclass
+class Trained:
+    """A checkpoint opened for inference: its dict, the model (eval mode, on ``device``) and where it came from."""
+    ckpt: dict
+    model: CVAE
+    path: Path
+
+    @property
+    def train_config(self) -> dict:
+        return self.ckpt.get("train_config", {})
+
+    @property
+    def stats(self) -> ConditionStats:
+        """The normalisation of the conditions the model was trained with."""
+        return ConditionStats.from_dict(self.ckpt["cond_stats"])
+
+    def data_root(self, data_root: str | os.PathLike = "") -> Path:
+        """``data_root``, or else the data set the model was trained on; DataError if it is not a folder."""
+        root = data_root or self.train_config.get("resolved_data_root", "")
+        if not root:
+            raise DataError(f"no --data_root given, and {self.path} does not record the data it was trained on")
+        if not Path(root).is_dir():
+            raise DataError(f"--data_root {root}: folder not found")
+        return Path(root)
+
+    def open_split(self, data_root: str | os.PathLike, split: str, seq_len: int) -> VideoDataset:
+        """The ``split`` of ``data_root`` (see :meth:`data_root`) in ``seq_len``-frame sequences, normalised with
+        the model's statistics."""
+        return VideoDataset(self.data_root(data_root), split, seq_len, stats=self.stats)
+
+
+def open_trained(path: str | os.PathLike, device: torch.device, channels_last: bool | None = None) -> Trained:
+    """Load the checkpoint at ``path`` (safely: tensors and plain values only) and rebuild its model on ``device``,
+    in the memory format it was trained in unless ``channels_last`` says otherwise."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    return Trained(ckpt, inference_model(ckpt, str(path), device, channels_last), Path(path))
+
+
+def take_batch(dataset: Dataset, indices: list[int]) -> dict:
+    """The items ``indices`` of ``dataset`` as one batch; CvaeError naming the first index out of range."""
+    bad = [i for i in indices if not 0 <= i < len(dataset)]
+    if bad:
+        raise CvaeError(f"sequence index {bad[0]} out of range: the split has {len(dataset)} sequences")
+    return next(iter(DataLoader(Subset(dataset, indices), batch_size=len(indices))))
+
+
+@dataclass
+class Predictions:
+    """Ground truth ``x`` (B, T, C, H, W) in [0, 1] and ``samples`` (B, S, T - n_past, C, H, W), float32 on the CPU."""
+    x: torch.Tensor
+    samples: torch.Tensor
+    n_past: int
+
+
+@torch.inference_mode()
+def predict_batch(model: CVAE, batch: dict, *, n_past: int, n_future: int, n_samples: int, seed: int,
+                  amp=None) -> Predictions:
+    """``n_samples`` futures of ``n_future`` frames for every sequence of ``batch``, after its first ``n_past``
+    frames; the latents come from a generator seeded with ``seed``, so the same call draws the same futures."""
+    device = next(model.parameters()).device
+    model.eval()
+    x = frames_to_float(batch["frames"].to(device))
+    gen = torch.Generator(device).manual_seed(seed)
+    with amp or nullcontext():
+        pred = model.predict(x[:, :n_past], batch["cond"].to(device), n_future, n_samples, "sample", gen)
+    return Predictions(x[:, :n_past + n_future].cpu(), pred.float().cpu(), n_past)
+
+
+def best_first(pred: Predictions, b: int, n_show: int) -> tuple[list[int], list[str]]:
+    """The samples of sequence ``b`` to show: the best by SSIM against the ground truth first, then the next ones
+    in drawing order, ``n_show`` in all; and their row labels (ground truth first)."""
+    gt = pred.x[b, pred.n_past:]
+    s = metrics.ssim(pred.samples[b], gt.expand_as(pred.samples[b])).mean(1)   # (S,) mean SSIM of each sample
+    best = int(s.argmax())
+    order = [best] + [i for i in range(pred.samples.shape[1]) if i != best][:max(0, n_show - 1)]
+    return order, ["ground truth", "best (SSIM)"] + [f"sample {i + 1}" for i in range(len(order) - 1)]
+
+
+def save_pictures(pred: Predictions, b: int, *, grid: str | os.PathLike, gif: str | os.PathLike | None = None,
+                  n_show: int = 3, fps: float = 4) -> list[Path]:
+    """Sequence ``b``'s grid (ground-truth row, then the samples of :func:`best_first`) and, with ``gif``, its
+    animated GIF (ground truth and the same samples side by side). Returns the paths written."""
+    from .viz import save_gif, save_prediction_grid
+    order, labels = best_first(pred, b, n_show)
+    x = pred.x[b]
+    written = [save_prediction_grid(x, pred.samples[b, order], grid, pred.n_past, labels=labels)]
+    if gif is not None:
+        full = [torch.cat([x[:pred.n_past], pred.samples[b, i]], 0) for i in order]   # the past is ground truth
+        written.insert(0, save_gif([x] + full, gif, fps=fps, labels=labels, n_past=pred.n_past))
+    return written
