@@ -132,7 +132,7 @@ def execute(run: Run, n_samples: int, gif_indices: list[int], eval_batch_size: i
         config_mod.from_dict(config_mod.load_toml(log_dir / "config.toml")) == run.cfg
     if progress:
         print(f"== run {run.run_id}: {'resuming' if resumable else 'training'}", flush=True)
-    train(run.cfg, resume=resumable, overwrite=not resumable, progress=progress)
+    train(run.cfg, log_dir / "last.pt" if resumable else None, overwrite=not resumable, progress=progress)
     where = {"device": run.cfg.device, "cuda": run.cfg.cuda}   # evaluated where it trained
     result = evaluate(str(log_dir / "best.pt"), EvalConfig(split="test", n_samples=n_samples,
                                                            batch_size=eval_batch_size, seed=run.cfg.seed, **where),

@@ -46,7 +46,8 @@ _owns_group = False
 
 
 @dataclass(frozen=True)
-class Context:
+class World:
+    """This process's place among the training processes (one process: rank 0 of 1) and its device."""
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -61,13 +62,13 @@ class Context:
         return self.world_size > 1
 
 
-def setup(cfg) -> Context:
+def setup(cfg) -> World:
     """The process's rank, world size and device, from torchrun's environment; starts the process group."""
     global _owns_group
     device = resolve_device(cfg.device, cfg.cuda)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 and not dist.is_initialized():
-        return Context(device=device)
+        return World(device=device)
     if not dist.is_initialized() and "RANK" not in os.environ:
         raise ConfigError(f"WORLD_SIZE={world_size} but RANK is not set; launch several processes with "
                           f"torchrun (torchrun --nproc_per_node N -m cvae_video.train ...)")
@@ -92,7 +93,7 @@ def setup(cfg) -> Context:
             raise ConfigError(f"WORLD_SIZE={world_size}: the process group did not start ({e}); "
                               f"launch with torchrun") from None
         _owns_group = True
-    return Context(dist.get_rank(), dist.get_world_size(), local_rank, device)
+    return World(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
 def teardown() -> None:
@@ -103,24 +104,24 @@ def teardown() -> None:
     _owns_group = False
 
 
-def barrier(ctx: Context) -> None:
-    if not ctx.is_distributed:
+def barrier(world: World) -> None:
+    if not world.is_distributed:
         return
-    if ctx.device.type == "cuda":
-        dist.barrier(device_ids=[ctx.device.index])
+    if world.device.type == "cuda":
+        dist.barrier(device_ids=[world.device.index])
     else:
         dist.barrier()
 
 
 @contextlib.contextmanager
-def main_first(ctx: Context, per_machine: bool = False):
+def main_first(world: World, per_machine: bool = False):
     """Rank 0 (``per_machine``: local rank 0 of every machine) runs the body before the other ranks do."""
-    first = (ctx.local_rank if per_machine else ctx.rank) == 0
+    first = (world.local_rank if per_machine else world.rank) == 0
     if not first:
-        barrier(ctx)
+        barrier(world)
     yield
     if first:
-        barrier(ctx)
+        barrier(world)
 
 
 # ---- model ----------------------------------------------------------------------------------------------------
@@ -196,78 +197,78 @@ def convert_sync_batchnorm_cpu(module: nn.Module) -> nn.Module:
     return out
 
 
-def wrap_model(model: nn.Module, cfg, ctx: Context) -> nn.Module:
+def wrap_model(model: nn.Module, cfg, world: World) -> nn.Module:
     """The module the training step calls: ``model`` (BatchNorm synchronised with ``cfg.sync_bn``, in place, so
     the optimizer's parameters stay the same), wrapped in DDP with several processes, then compiled with
     ``cfg.compile`` (wrapping first lets TorchDynamo split graphs at DDP's gradient buckets, as PyTorch's DDP
     notes advise). ``checkpoint.unwrap`` of the result is ``model``."""
     step_model = model
-    if ctx.is_distributed:
+    if world.is_distributed:
         if cfg.sync_bn:   # children are replaced in place (the top module is not a BatchNorm)
-            if ctx.device.type == "cuda":
+            if world.device.type == "cuda":
                 nn.SyncBatchNorm.convert_sync_batchnorm(model)
             else:
                 convert_sync_batchnorm_cpu(model)
         step_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+            model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
     return torch.compile(step_model) if cfg.compile else step_model
 
 
 @torch.no_grad()
-def broadcast_buffers(model: nn.Module, ctx: Context) -> None:
+def broadcast_buffers(model: nn.Module, world: World) -> None:
     """Give every rank rank 0's buffers (BatchNorm running statistics), which are what its checkpoint saves:
     without ``sync_bn`` each rank's last training step updated them with its own batch."""
-    if ctx.is_distributed:
+    if world.is_distributed:
         for buf in model.buffers():
             dist.broadcast(buf, 0)
 
 
 # ---- randomness -----------------------------------------------------------------------------------------------
 
-def seed_epoch(seed: int, epoch: int, ctx: Context) -> None:
+def seed_epoch(seed: int, epoch: int, world: World) -> None:
     """With several processes: reseed this rank's torch RNG (latents, teacher forcing) from (seed, epoch, rank)."""
-    if ctx.is_distributed:
-        torch.manual_seed(derive_seed(seed, _LATENT_STREAM, epoch, ctx.rank))
+    if world.is_distributed:
+        torch.manual_seed(derive_seed(seed, _LATENT_STREAM, epoch, world.rank))
 
 
-def teacher_forcing_generator(cfg, epoch: int, ctx: Context) -> torch.Generator | None:
+def teacher_forcing_generator(cfg, epoch: int, world: World) -> torch.Generator | None:
     """A generator shared by all ranks for the teacher-forcing decision when BatchNorm is synchronised (the ranks
     must then run the same layers), else None: the rank's own RNG."""
-    if ctx.is_distributed and cfg.sync_bn:
+    if world.is_distributed and cfg.sync_bn:
         return torch.Generator().manual_seed(derive_seed(cfg.seed, _TEACHER_STREAM, epoch))
     return None
 
 
 # ---- data and metrics -----------------------------------------------------------------------------------------
 
-def shard_loader(dataset, batch_size: int, ctx: Context, device: torch.device) -> DataLoader:
+def shard_loader(dataset, batch_size: int, world: World) -> DataLoader:
     """This rank's batches r, r + world_size, ... of the consecutive, unshuffled batches of ``dataset``. The last
     ranks may get one batch fewer (or none); with one process: all batches, as ``evaluate.make_loader``."""
     n = len(dataset)
     batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
-    return DataLoader(dataset, batch_sampler=batches[ctx.rank::ctx.world_size],
-                      pin_memory=device.type == "cuda")
+    return DataLoader(dataset, batch_sampler=batches[world.rank::world.world_size],
+                      pin_memory=world.device.type == "cuda")
 
 
-def _all_reduce_sum(values: list[float], ctx: Context) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+def _all_reduce_sum(values: list[float], world: World) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=world.device)
     dist.all_reduce(t)
     return t.tolist()
 
 
-def global_mean(values: np.ndarray, ctx: Context) -> float:
+def global_mean(values: np.ndarray, world: World) -> float:
     """The mean of ``values`` over the entries of all ranks (shards may differ in size or be empty)."""
-    if not ctx.is_distributed:
+    if not world.is_distributed:
         return float(values.mean())
-    total, count = _all_reduce_sum([float(values.sum()), float(values.size)], ctx)
+    total, count = _all_reduce_sum([float(values.sum()), float(values.size)], world)
     return total / count
 
 
-def average_logs(logs: dict[str, float], ctx: Context) -> dict[str, float]:
+def average_logs(logs: dict[str, float], world: World) -> dict[str, float]:
     """A training step's scalar logs averaged over the ranks: the global batch's mean loss, which every rank then
     sees (so a non-finite loss stops all of them at the same step)."""
-    if not ctx.is_distributed:
+    if not world.is_distributed:
         return logs
     keys = sorted(logs)
-    sums = _all_reduce_sum([logs[k] for k in keys], ctx)
-    return {k: s / ctx.world_size for k, s in zip(keys, sums)}
+    sums = _all_reduce_sum([logs[k] for k in keys], world)
+    return {k: s / world.world_size for k, s in zip(keys, sums)}

@@ -15,10 +15,12 @@ import os
 import re
 import sys
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from . import config as config_mod
@@ -61,13 +63,13 @@ def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 
 class NonFiniteLoss(CvaeError):
-    pass
+    """A loss that is NaN or infinite, beyond what ``skip_nonfinite`` allows."""
 
 
-def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, beta: float, tfr: float, device, amp,
+def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, *, beta: float, tfr: float, device, amp,
                tf_generator: torch.Generator | None = None,
-               ctx: distributed.Context = distributed.Context()) -> dict:
-    """One optimisation step; returns the step's scalar logs (floats), averaged over the ranks of ``ctx``. The
+               world: distributed.World = distributed.World()) -> dict:
+    """One optimisation step; returns the step's scalar logs (floats), averaged over the ranks of ``world``. The
     teacher-forcing decision comes from ``tf_generator``, or the global torch RNG if None.
 
     A non-finite loss never reaches the model: the step is not taken (the caller stops the run or counts the
@@ -91,7 +93,7 @@ def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, beta: float, t
     n_steps = x.shape[1] - 1
     logs = {"loss": loss.item(), "mse": out["recon"].item() / n_steps, "kl": out["kl"].item() / n_steps}
     # the global batch's: a non-finite loss on any rank skips the step on all of them, whose gradients DDP shares
-    logs = distributed.average_logs(logs, ctx)
+    logs = distributed.average_logs(logs, world)
     if not math.isfinite(logs["loss"]):
         optimizer.zero_grad(set_to_none=True)
         if buffers is not None:
@@ -137,7 +139,7 @@ def _prepare_log_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
     """The run folder, refused if it holds another run (unless resuming or overwriting), without stale temp files."""
     log_dir = Path(cfg.log_dir)
     if resume and overwrite:
-        raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
+        raise ConfigError("continuing a checkpoint and overwriting its run folder contradict each other")
     present = [name for name in RUN_FILES if (log_dir / name).is_file()]
     if present and not (resume or overwrite):
         try:
@@ -160,29 +162,56 @@ def _prepare_log_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
     return log_dir
 
 
-def _resume_checkpoint(cfg: TrainConfig, resume: bool | str | os.PathLike) -> Path | None:
-    """The checkpoint to continue: ``resume`` True means ``log_dir/last.pt``; None starts from scratch."""
-    if resume is False:
-        return None
-    path = Path(cfg.log_dir) / "last.pt" if resume is True else Path(resume)
-    if path.is_dir():
-        path = path / "last.pt"
-    if path.is_file():
-        return path
-    if path.name == "last.pt" and (path.parent / "config.toml").is_file():
-        print(f"cvae-train: {path.parent} has no last.pt yet (it stopped in its first epoch); starting from "
-              f"epoch 1", file=sys.stderr)
-        return None
-    raise ConfigError(f"--resume: {path} not found; nothing to resume")
+@dataclass
+class RunState:
+    """What a checkpoint holds beyond the model, its config and the data's statistics, as one object: saved with
+    :meth:`to_dict`, read back with :meth:`from_checkpoint`.
 
+    ``epoch`` is the last finished epoch (zero-based, -1 before the first), ``step`` the optimizer steps so far,
+    ``best_val_psnr`` / ``val_psnr`` the best and the last validation PSNR, ``records`` the metrics line of every
+    epoch so far (plain numbers), ``kl_total_steps`` the KL schedule's horizon (the length of the run as first
+    started: a resumed run with a larger ``niter`` keeps its schedule), ``skipped_nonfinite_total`` the batches
+    skipped for a non-finite loss; ``optimizer``, ``scaler`` and ``rng`` the optimizer's, gradient scaler's and
+    random generators' states at the end of ``epoch`` (:meth:`capture`, :meth:`restore`).
+    """
+    kl_total_steps: int
+    epoch: int = -1
+    step: int = 0
+    best_val_psnr: float = -math.inf
+    val_psnr: float | None = None
+    skipped_nonfinite_total: int = 0
+    records: list[dict] = field(default_factory=list)
+    optimizer: dict | None = None
+    scaler: dict | None = None
+    rng: dict | None = None
 
-def _check_resumable(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
-    missing = [k for k in ("train_config", "cond_stats", "epoch", "step", "best_val_psnr", "optimizer", "scaler",
-                           "rng") if k not in ckpt]
-    if missing:
-        raise CheckpointError(f"{path}: cannot resume from it: it lacks {', '.join(missing)} (only last.pt and "
-                              f"best.pt of cvae-train hold a run's full state)")
-    config_mod.check_resume_changes(ckpt["train_config"], cfg, str(path))
+    # what a checkpoint must hold to be resumed; older checkpoints may lack the other fields
+    REQUIRED: ClassVar[tuple[str, ...]] = ("train_config", "cond_stats", "epoch", "step", "best_val_psnr",
+                                           "optimizer", "scaler", "rng")
+
+    def capture(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+        self.optimizer, self.scaler, self.rng = optimizer.state_dict(), scaler.state_dict(), rng_state()
+
+    def restore(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+        optimizer.load_state_dict(self.optimizer)
+        scaler.load_state_dict(self.scaler)
+        set_rng_state(self.rng)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, path: Path, kl_total_steps: int, metrics_file: Path) -> "RunState":
+        """The state saved in ``ckpt`` (read from ``path``); ``kl_total_steps`` and the records of
+        ``metrics_file`` stand in for what a checkpoint of an older version lacks."""
+        missing = [k for k in cls.REQUIRED if k not in ckpt]
+        if missing:
+            raise CheckpointError(f"{path}: cannot resume from it: it lacks {', '.join(missing)} (only last.pt and "
+                                  f"best.pt of cvae-train hold a run's full state)")
+        state = cls(**{"kl_total_steps": kl_total_steps} | {f.name: ckpt[f.name] for f in fields(cls) if f.name in ckpt})
+        if "records" not in ckpt:
+            state.records = read_json_lines(metrics_file)[:state.epoch + 1]
+        return state
 
 
 def _last_good_text(last_good: tuple | None, step: int) -> str:
@@ -264,155 +293,205 @@ def _save_pictures(model, val_ds, cfg: TrainConfig, amp, epoch: int, log_dir: Pa
             p.unlink()
 
 
-def train(cfg: TrainConfig, resume: bool | str | os.PathLike = False, overwrite: bool = False,
-          progress: bool = True, stop_after_epoch: int | None = None) -> dict:
-    """Train a model; returns the last metrics record.
+@dataclass
+class Run:
+    """The parts of one training run that its epochs share, put together by :func:`start_run`."""
+    cfg: TrainConfig
+    world: distributed.World
+    log_dir: Path
+    model: CVAE                      # the plain model: what is validated, drawn and saved
+    step_model: torch.nn.Module      # what trains: the model under DDP / torch.compile wrappers, if any
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp: object                      # the autocast context of every forward pass
+    sampler: WindowSampler
+    loader: DataLoader
+    val_ds: Dataset
+    val_loader: DataLoader
+    state: RunState
+    saved_config: dict               # the config with the data root it resolved to, stored in every checkpoint
+    cond_stats: dict
+    last_good: tuple | None = None   # (checkpoint, epoch, step) a failure can point to
 
-    ``resume``: True continues ``cfg.log_dir/last.pt``, a path continues that checkpoint: model, optimizer,
-    epoch, step, schedules, RNG states and best PSNR, so that on the CPU the run repeats an uninterrupted one
-    bit for bit. A larger ``cfg.niter`` extends the run; the KL schedule keeps the length of the run as first
-    started. ``stop_after_epoch``: return after that (zero-based) epoch as if the process had been stopped there;
-    tests use it to compare an interrupted and resumed run with a straight one under the same config.
-    """
-    ctx = distributed.setup(cfg)   # under torchrun: this process's rank and device; else rank 0 of 1
-    device, progress = ctx.device, progress and ctx.is_main
-    with distributed.main_first(ctx):
-        log_dir = _prepare_log_dir(cfg, resume is not False, overwrite) if ctx.is_main else Path(cfg.log_dir)
-    ckpt_path = _resume_checkpoint(cfg, resume)
-    ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
+    @property
+    def device(self) -> torch.device:
+        return self.world.device
+
+
+def start_run(cfg: TrainConfig, checkpoint: Path | None, overwrite: bool) -> Run:
+    """Everything a run needs before its first epoch: the process group, the run folder (its config written
+    first), the data, the model, the optimizer and the loaders, and, from ``checkpoint``, the state to continue."""
+    world = distributed.setup(cfg)   # under torchrun: this process's rank and device; else rank 0 of 1
+    with distributed.main_first(world):
+        log_dir = _prepare_log_dir(cfg, checkpoint is not None, overwrite) if world.is_main else Path(cfg.log_dir)
+    ckpt = load_checkpoint(checkpoint) if checkpoint else None
     if ckpt is not None:
-        _check_resumable(ckpt, cfg, ckpt_path)
-    if ctx.is_main:   # first, so that a run folder with any file of a run also has its config
+        state = RunState.from_checkpoint(ckpt, checkpoint, cfg.niter * cfg.epoch_size, log_dir / "metrics.jsonl")
+        config_mod.check_resume_changes(ckpt["train_config"], cfg, str(checkpoint))
+    else:
+        state = RunState(kl_total_steps=cfg.niter * cfg.epoch_size)
+    if world.is_main:   # first, so that a run folder with any file of a run also has its config
         atomic_write_text(log_dir / "config.toml", config_mod.to_toml(cfg))
     seed_everything(cfg.seed)
-    with distributed.main_first(ctx, per_machine=True):   # one process per machine makes the synthetic data
+    with distributed.main_first(world, per_machine=True):   # one process per machine makes the synthetic data
         root = resolve_data_root(cfg)
-    seq_len = cfg.n_past + cfg.n_future
     stats = ConditionStats.from_dict(ckpt["cond_stats"]) if ckpt else None   # the model's input normalisation
-    train_ds, val_ds = _open_data(root, cfg, stats, log_dir if ctx.is_main else None)
+    train_ds, val_ds = _open_data(root, cfg, stats, log_dir if world.is_main else None)
 
-    model = CVAE(cfg.model_config(cond_dim=train_ds.conditions[0].shape[1])).to(device)
+    model = CVAE(cfg.model_config(cond_dim=train_ds.conditions[0].shape[1])).to(world.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model.parameters())
-    scaler = grad_scaler(device, cfg.precision)
-    amp = autocast(device, cfg.precision)
-    step_model = distributed.wrap_model(model, cfg, ctx)   # sync_bn, DDP (several processes), torch.compile
-
-    start_epoch, step, best = 0, 0, -math.inf
-    records = []
-    total_steps = cfg.niter * cfg.epoch_size      # the KL schedule's horizon
-    skipped_total = 0                              # batches with a non-finite loss, over the whole run
-    last_good = None                               # (checkpoint, epoch, step) a failure can point to
+    scaler = grad_scaler(world.device, cfg.precision)
+    step_model = distributed.wrap_model(model, cfg, world)   # sync_bn, DDP (several processes), torch.compile
     if ckpt is not None:
-        load_model_state(model, ckpt["model"], str(ckpt_path))
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, step, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["best_val_psnr"]
-        total_steps = ckpt.get("kl_total_steps", total_steps)
-        skipped_total = ckpt.get("skipped_nonfinite_total", 0)
-        records = ckpt["records"] if "records" in ckpt else read_json_lines(log_dir / "metrics.jsonl")[:start_epoch]
-        last_good = (ckpt_path, ckpt["epoch"], step)
-        set_rng_state(ckpt["rng"])
-        if ctx.is_main:   # metrics.jsonl may hold an epoch past last.pt if the process died between the writes
-            _write_records(log_dir / "metrics.jsonl", records)
-        if start_epoch >= cfg.niter:
-            print(f"cvae-train: {ckpt_path} already finished epoch {start_epoch} of {cfg.niter}; pass a larger "
+        load_model_state(model, ckpt["model"], str(checkpoint))
+        state.restore(optimizer, scaler)
+        if world.is_main:   # metrics.jsonl may hold an epoch past last.pt if the process died between the writes
+            _write_records(log_dir / "metrics.jsonl", state.records)
+        if state.epoch + 1 >= cfg.niter:
+            print(f"cvae-train: {checkpoint} already finished epoch {state.epoch + 1} of {cfg.niter}; pass a larger "
                   f"--niter to extend the run", file=sys.stderr)
 
-    resolved = cfg.to_dict() | {"resolved_data_root": str(root)}
-    sampler = WindowSampler(train_ds.lengths, seq_len, cfg.epoch_size * cfg.batch_size, cfg.seed,
-                            random_window=cfg.train_window == "random", rank=ctx.rank, world_size=ctx.world_size)
+    sampler = WindowSampler(train_ds.lengths, cfg.n_past + cfg.n_future, cfg.epoch_size * cfg.batch_size, cfg.seed,
+                            random_window=cfg.train_window == "random", rank=world.rank, world_size=world.world_size)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        num_workers=cfg.num_workers, pin_memory=world.device.type == "cuda",
                         persistent_workers=cfg.num_workers > 0, generator=torch.Generator())
-    val_loader = distributed.shard_loader(val_ds, cfg.val_batch_size, ctx, device)   # this rank's batches
-    record = records[-1] if records else {}
+    val_loader = distributed.shard_loader(val_ds, cfg.val_batch_size, world)   # this rank's batches
+    return Run(cfg, world, log_dir, model, step_model, optimizer, scaler, autocast(world.device, cfg.precision),
+               sampler, loader, val_ds, val_loader, state, cfg.to_dict() | {"resolved_data_root": str(root)},
+               train_ds.stats.to_dict(), (checkpoint, state.epoch, state.step) if ckpt is not None else None)
 
-    for epoch in range(start_epoch, cfg.niter):
-        if stop_after_epoch is not None and epoch > stop_after_epoch:
-            break
+
+def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
+    """The ``epoch_size`` optimizer steps of ``epoch``; returns the epoch's training numbers: mean loss, mse and
+    kl over the batches that counted, the last step's beta, the epoch's tfr, and the batches skipped."""
+    cfg, state = run.cfg, run.state
+    run.sampler.set_epoch(epoch)
+    # the loader draws its workers' seeds from its generator: a function of (seed, epoch), as resume needs
+    run.loader.generator.manual_seed(derive_seed(cfg.seed, _LOADER_STREAM, epoch, run.world.rank))
+    distributed.seed_epoch(cfg.seed, epoch, run.world)
+    tf_generator = distributed.teacher_forcing_generator(cfg, epoch, run.world)
+    tfr = teacher_forcing_ratio(epoch, cfg.tfr, cfg.tfr_start_decay_epoch, cfg.tfr_decay_step, cfg.tfr_lower_bound)
+    sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0}
+    n_good = skipped = 0
+    beta = kl_weight(state.step, state.kl_total_steps, cfg.kl_anneal_cyclical, cfg.kl_anneal_ratio,
+                     cfg.kl_anneal_cycle, cfg.kl_weight_max)
+    bar = tqdm(run.loader, total=cfg.epoch_size, desc=f"epoch {epoch + 1}/{cfg.niter}", leave=False,
+               disable=not progress, dynamic_ncols=True)
+    for batch in _stop_on_bad_frame(bar, lambda: _last_good_text(run.last_good, state.step)):
+        for group in run.optimizer.param_groups:
+            group["lr"] = learning_rate(state.step, state.kl_total_steps, cfg.lr, cfg.lr_schedule)
+        beta = kl_weight(state.step, state.kl_total_steps, cfg.kl_anneal_cyclical, cfg.kl_anneal_ratio,
+                         cfg.kl_anneal_cycle, cfg.kl_weight_max)
+        logs = train_step(run.step_model, run.optimizer, run.scaler, batch, cfg, beta=beta, tfr=tfr,
+                          device=run.device, amp=run.amp, tf_generator=tf_generator, world=run.world)
+        state.step += 1
+        if not math.isfinite(logs["loss"]):
+            _count_nonfinite(run, logs["loss"], epoch)
+            skipped += 1
+            continue
+        n_good += 1
+        for k in sums:
+            sums[k] += logs[k]
+        bar.set_postfix(loss=f"{logs['loss']:.4f}", mse=f"{logs['mse']:.5f}", kl=f"{logs['kl']:.3f}",
+                        beta=f"{beta:.3g}")
+    bar.close()
+    return {**{k: v / n_good if n_good else None for k, v in sums.items()}, "beta": beta, "tfr": tfr,
+            "lr": run.optimizer.param_groups[0]["lr"], "skipped_nonfinite": skipped}
+
+
+def _count_nonfinite(run: Run, loss: float, epoch: int) -> None:
+    """Count a batch whose loss was not finite (its step was not taken); stop the run past ``skip_nonfinite``."""
+    cfg, state = run.cfg, run.state
+    state.skipped_nonfinite_total += 1
+    where = f"step {state.step - 1} (epoch {epoch + 1}/{cfg.niter})"
+    if state.skipped_nonfinite_total > cfg.skip_nonfinite:
+        limit = (f"; more than --skip_nonfinite {cfg.skip_nonfinite} such batches in this run" if cfg.skip_nonfinite
+                 else " (--skip_nonfinite N skips up to N such batches)")
+        raise NonFiniteLoss(f"non-finite loss ({loss}) at {where}{limit}; training stopped, "
+                            f"{_last_good_text(run.last_good, state.step - 1)}")
+    print(f"cvae-train: non-finite loss ({loss}) at {where}: batch skipped "
+          f"({state.skipped_nonfinite_total} of --skip_nonfinite {cfg.skip_nonfinite})", file=sys.stderr)
+
+
+def validate(run: Run) -> tuple[float, float]:
+    """(PSNR, KL per step) of the model on the validate split, over every process's share of it."""
+    cfg = run.cfg
+    distributed.broadcast_buffers(run.model, run.world)   # every rank scores the model that rank 0 saves
+    with _keep_rng(run.device):
+        scores = score_split(run.model, run.val_loader, run.device, n_past=cfg.n_past, n_future=cfg.n_eval,
+                             n_samples=1, seed=cfg.seed, amp=run.amp)
+    return distributed.global_mean(scores["psnr"], run.world), distributed.global_mean(scores["kl"], run.world)
+
+
+def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool) -> dict:
+    """Validate (every ``val_every`` epochs and at the end), record the epoch, and on rank 0 write metrics.jsonl,
+    best.pt, last.pt, the training curves and the pictures, and print the epoch's line. Returns the record."""
+    cfg, state = run.cfg, run.state
+    val_psnr = val_kl = None
+    if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.niter:
+        val_psnr, val_kl = validate(run)
+    record = {"epoch": epoch, "step": state.step, **{k: stats[k] for k in ("loss", "mse", "kl", "beta", "tfr", "lr")},
+              "val_psnr": val_psnr, "val_kl": val_kl, "skipped_nonfinite": stats["skipped_nonfinite"],
+              "seconds": seconds}
+    state.records.append(record)   # plain numbers only: nothing grows with the run but this list of floats
+    state.epoch, state.val_psnr = epoch, val_psnr
+    is_best = val_psnr is not None and val_psnr > state.best_val_psnr
+    if is_best:
+        state.best_val_psnr = val_psnr
+    if not run.world.is_main:
+        return record   # only rank 0 writes checkpoints, logs and pictures
+    state.capture(run.optimizer, run.scaler)
+    saved = {"train_config": run.saved_config, "cond_stats": run.cond_stats, **state.to_dict()}
+    # last.pt last: it is what a resume starts from, and a resumed epoch rewrites the other two identically
+    _write_records(run.log_dir / "metrics.jsonl", state.records)
+    if is_best:
+        save_checkpoint(run.log_dir / "best.pt", run.model, **saved)
+    save_checkpoint(run.log_dir / "last.pt", run.model, **saved)
+    run.last_good = (run.log_dir / "last.pt", epoch, state.step)
+    from .viz import plot_training_curves
+    plot_training_curves(state.records, run.log_dir / "training_curves.png")
+    with _keep_rng(run.device):
+        _save_pictures(run.model, run.val_ds, cfg, run.amp, epoch, run.log_dir)
+    warning = collapse_warning(val_kl, state.step, state.kl_total_steps, cfg)
+    if warning:
+        tqdm.write(f"cvae-train: warning: {warning}", file=sys.stderr)
+    if progress:
+        tqdm.write(_epoch_line(record, cfg.niter))
+    return record
+
+
+def _epoch_line(record: dict, niter: int) -> str:
+    vp = f"{record['val_psnr']:6.2f}" if record["val_psnr"] is not None else "   -  "
+    loss = (f"loss {record['loss']:.4f}  mse {record['mse']:.5f}  kl {record['kl']:.4f}"
+            if record["loss"] is not None else "loss    -  ")
+    skipped = f"skipped {record['skipped_nonfinite']}  " if record["skipped_nonfinite"] else ""
+    return (f"epoch {record['epoch'] + 1:4d}/{niter}  {loss}  beta {record['beta']:.3g}  tfr {record['tfr']:.2f}  "
+            f"val_psnr {vp}  {skipped}{record['seconds']:.0f}s")
+
+
+def train(cfg: TrainConfig, checkpoint: str | os.PathLike | None = None, overwrite: bool = False,
+          progress: bool = True, stop_after_epoch: int | None = None) -> dict:
+    """Train a model; returns the last metrics record.
+
+    ``checkpoint``: continue that checkpoint's run (model, optimizer, epoch, step, schedules, RNG states and best
+    PSNR), so that on the CPU the run repeats an uninterrupted one bit for bit; the run folder is ``cfg.log_dir``.
+    A larger ``cfg.niter`` extends the run; the KL schedule keeps the length of the run as first started.
+    ``overwrite``: start over in a ``log_dir`` that holds another run. ``stop_after_epoch``: return after that
+    (zero-based) epoch as if the process had been stopped there; tests use it to compare an interrupted and resumed
+    run with a straight one under the same config.
+    """
+    run = start_run(cfg, Path(checkpoint) if checkpoint is not None else None, overwrite)
+    progress = progress and run.world.is_main
+    record = run.state.records[-1] if run.state.records else {}
+    last = cfg.niter if stop_after_epoch is None else min(cfg.niter, stop_after_epoch + 1)
+    for epoch in range(run.state.epoch + 1, last):
         t0 = time.time()
-        sampler.set_epoch(epoch)
-        # the loader draws its workers' seeds from its generator: a function of (seed, epoch), as resume needs
-        loader.generator.manual_seed(derive_seed(cfg.seed, _LOADER_STREAM, epoch, ctx.rank))
-        distributed.seed_epoch(cfg.seed, epoch, ctx)
-        tf_generator = distributed.teacher_forcing_generator(cfg, epoch, ctx)
-        tfr = teacher_forcing_ratio(epoch, cfg.tfr, cfg.tfr_start_decay_epoch, cfg.tfr_decay_step,
-                                    cfg.tfr_lower_bound)
-        sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0}
-        n_good = skipped = 0
-        bar = tqdm(loader, total=cfg.epoch_size, desc=f"epoch {epoch + 1}/{cfg.niter}", leave=False,
-                   disable=not progress, dynamic_ncols=True)
-        for batch in _stop_on_bad_frame(bar, lambda: _last_good_text(last_good, step)):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total_steps, cfg.lr, cfg.lr_schedule)
-            beta = kl_weight(step, total_steps, cfg.kl_anneal_cyclical, cfg.kl_anneal_ratio, cfg.kl_anneal_cycle,
-                             cfg.kl_weight_max)
-            logs = train_step(step_model, optimizer, scaler, batch, cfg, beta, tfr, device, amp, tf_generator, ctx)
-            if not math.isfinite(logs["loss"]):
-                skipped_total += 1
-                where = f"step {step} (epoch {epoch + 1}/{cfg.niter})"
-                if skipped_total > cfg.skip_nonfinite:
-                    limit = (f"; more than --skip_nonfinite {cfg.skip_nonfinite} such batches in this run"
-                             if cfg.skip_nonfinite else " (--skip_nonfinite N skips up to N such batches)")
-                    raise NonFiniteLoss(f"non-finite loss ({logs['loss']}) at {where}{limit}; training stopped, "
-                                        f"{_last_good_text(last_good, step)}")
-                skipped += 1
-                print(f"cvae-train: non-finite loss ({logs['loss']}) at {where}: batch skipped "
-                      f"({skipped_total} of --skip_nonfinite {cfg.skip_nonfinite})", file=sys.stderr)
-                step += 1
-                continue
-            step += 1
-            n_good += 1
-            for k in sums:
-                sums[k] += logs[k]
-            bar.set_postfix(loss=f"{logs['loss']:.4f}", mse=f"{logs['mse']:.5f}", kl=f"{logs['kl']:.3f}",
-                            beta=f"{beta:.3g}")
-        bar.close()
-
-        val_psnr = val_kl = None
-        if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.niter:
-            distributed.broadcast_buffers(model, ctx)   # every rank scores the model that rank 0 saves
-            with _keep_rng(device):
-                scores = score_split(model, val_loader, device, n_past=cfg.n_past, n_future=cfg.n_eval,
-                                     n_samples=1, seed=cfg.seed, amp=amp)
-            val_psnr = distributed.global_mean(scores["psnr"], ctx)   # over the whole split
-            val_kl = distributed.global_mean(scores["kl"], ctx)
-        record = {"epoch": epoch, "step": step, **{k: v / n_good if n_good else None for k, v in sums.items()},
-                  "beta": beta, "tfr": tfr, "lr": optimizer.param_groups[0]["lr"], "val_psnr": val_psnr,
-                  "val_kl": val_kl, "skipped_nonfinite": skipped, "seconds": time.time() - t0}
-        records.append(record)
-        is_best = val_psnr is not None and val_psnr > best
-        if is_best:
-            best = val_psnr
-        if not ctx.is_main:
-            continue   # only rank 0 writes checkpoints, logs and pictures
-        # records hold plain numbers only (no tensors: nothing grows with the run but this list of floats)
-        state = {"train_config": resolved, "cond_stats": train_ds.stats.to_dict(), "epoch": epoch, "step": step,
-                 "best_val_psnr": best, "val_psnr": val_psnr, "optimizer": optimizer.state_dict(),
-                 "scaler": scaler.state_dict(), "rng": rng_state(), "kl_total_steps": total_steps,
-                 "skipped_nonfinite_total": skipped_total, "records": records}
-        # last.pt last: it is what a resume starts from, and a resumed epoch rewrites the other two identically
-        _write_records(log_dir / "metrics.jsonl", records)
-        if is_best:
-            save_checkpoint(log_dir / "best.pt", model, **state)
-        save_checkpoint(log_dir / "last.pt", model, **state)
-        last_good = (log_dir / "last.pt", epoch, step)
-        from .viz import plot_training_curves
-        plot_training_curves(records, log_dir / "training_curves.png")
-        with _keep_rng(device):
-            _save_pictures(model, val_ds, cfg, amp, epoch, log_dir)
-        warning = collapse_warning(val_kl, step, total_steps, cfg)
-        if warning:
-            tqdm.write(f"cvae-train: warning: {warning}", file=sys.stderr)
-        if progress:
-            vp = f"{val_psnr:6.2f}" if val_psnr is not None else "   -  "
-            loss = (f"loss {record['loss']:.4f}  mse {record['mse']:.5f}  kl {record['kl']:.4f}"
-                    if n_good else "loss    -  ")
-            tqdm.write(f"epoch {epoch + 1:4d}/{cfg.niter}  {loss}  beta {beta:.3g}  tfr {tfr:.2f}  val_psnr {vp}  "
-                       + (f"skipped {skipped}  " if skipped else "") + f"{record['seconds']:.0f}s")
-    distributed.barrier(ctx)   # no rank returns before rank 0's files are written
+        stats = train_one_epoch(run, epoch, progress)
+        record = end_epoch(run, epoch, stats, time.time() - t0, progress)
+    distributed.barrier(run.world)   # no rank returns before rank 0's files are written
     return record
 
 
@@ -429,9 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resume_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
+def resume_config(args: argparse.Namespace) -> tuple[TrainConfig, Path | None]:
     """The config and checkpoint of ``--resume [LOG_DIR | CKPT]``: defaults < the run's saved config (its
-    config.toml, else the checkpoint's) < --config file < flags given. The run stays in its folder."""
+    config.toml, else the checkpoint's) < --config file < flags given. The run stays in its folder. The checkpoint
+    is None for a run that stopped in its first epoch (a config.toml but no last.pt yet): it starts over there."""
     if args.resume is True:
         from_file = config_mod.load_toml(args.config).get("log_dir") if args.config else None
         log_dir = Path(args.log_dir or from_file or TrainConfig.log_dir)
@@ -453,7 +533,13 @@ def resume_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
         raise ConfigError(f"--resume: nothing to resume in {log_dir} (neither config.toml nor last.pt)")
     cfg = config_mod.resolve(args, base)
     cfg.log_dir = str(log_dir)
-    return cfg, ckpt
+    if ckpt.is_file():
+        return cfg, ckpt
+    if ckpt.name == "last.pt":
+        print(f"cvae-train: {log_dir} has no last.pt yet (it stopped in its first epoch); starting from epoch 1",
+              file=sys.stderr)
+        return cfg, None
+    raise ConfigError(f"--resume: {ckpt} not found; nothing to resume")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -461,11 +547,14 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()   # process-wide (glibc malloc): the console script's decision, not the library's
     cfg = None
     try:
+        if args.resume is not False and args.overwrite:
+            raise ConfigError("--resume and --overwrite contradict each other; pass one of them")
         if args.resume is False:
-            cfg, resume = config_mod.resolve(args), False
-        else:
-            cfg, resume = resume_config(args)
-        train(cfg, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
+            cfg, checkpoint, overwrite = config_mod.resolve(args), None, args.overwrite
+        else:   # a run without a last.pt yet starts over in its own folder
+            cfg, checkpoint = resume_config(args)
+            overwrite = checkpoint is None
+        train(cfg, checkpoint, overwrite=overwrite, progress=not args.no_progress)
     except CvaeError as e:
         print(f"cvae-train: error: {e}", file=sys.stderr)
         return 1

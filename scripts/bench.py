@@ -194,7 +194,7 @@ def measure_train(args, device, precision: str) -> dict:
         optimizer = build_optimizer(cfg, model.parameters())
         scaler, amp = grad_scaler(device, precision), autocast(device, precision)
         batch = _batch(args, device)
-        times = _timed(lambda: train_step(model, optimizer, scaler, batch, cfg, 1.0, 1.0, device, amp), device,
+        times = _timed(lambda: train_step(model, optimizer, scaler, batch, cfg, beta=1.0, tfr=1.0, device=device, amp=amp), device,
                        args.warmup, args.steps)
     return {"times_s": times, "step_s": statistics.median(times), "peak_memory_mb": mem.mb}
 

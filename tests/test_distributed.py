@@ -128,18 +128,17 @@ def test_shards_cover_every_batch_once():
     data = [{"frames": torch.zeros(1), "index": torch.tensor(i)} for i in range(7)]
     seen = []
     for rank in range(3):
-        ctx = distributed.Context(rank=rank, world_size=3)
-        seen += [b["index"].tolist() for b in distributed.shard_loader(data, 2, ctx, torch.device("cpu"))]
+        seen += [b["index"].tolist() for b in distributed.shard_loader(data, 2, distributed.World(rank, 3))]
     assert sorted(seen) == [[0, 1], [2, 3], [4, 5], [6]]
-    ctx = distributed.Context(rank=4, world_size=5)   # more ranks than batches: an empty shard scores nothing
-    assert len(distributed.shard_loader(data, 2, ctx, torch.device("cpu"))) == 0
-    assert distributed.global_mean(np.array([1.0, 2.0]), distributed.Context()) == 1.5
+    # more ranks than batches: an empty shard scores nothing
+    assert len(distributed.shard_loader(data, 2, distributed.World(rank=4, world_size=5))) == 0
+    assert distributed.global_mean(np.array([1.0, 2.0]), distributed.World()) == 1.5
 
 
 def test_latents_differ_across_ranks_and_repeat_from_the_seed():
     def draws(rank, world=2, epoch=0):
         torch.manual_seed(123)
-        distributed.seed_epoch(5, epoch, distributed.Context(rank=rank, world_size=world))
+        distributed.seed_epoch(5, epoch, distributed.World(rank=rank, world_size=world))
         return torch.rand(4)
     assert torch.equal(draws(0), draws(0)) and torch.equal(draws(1), draws(1))
     assert not torch.equal(draws(0), draws(1))

@@ -25,8 +25,8 @@ def _posterior_grads(free_bits: float, beta: float):
     optimizer = build_optimizer(cfg, model.parameters())
     optimizer.step = lambda *a, **k: None   # keep the gradients, skip the update
     torch.manual_seed(1)
-    logs = train_step(model, optimizer, grad_scaler(CPU, "fp32"), _batch(), cfg, beta, 1.0, CPU,
-                      autocast(CPU, "fp32"))
+    logs = train_step(model, optimizer, grad_scaler(CPU, "fp32"), _batch(), cfg, beta=beta, tfr=1.0, device=CPU,
+                      amp=autocast(CPU, "fp32"))
     return logs, [p.grad.clone() for p in model.posterior.parameters()]
 
 

@@ -88,13 +88,15 @@ def test_every_precision_trains_and_agrees_with_fp32(backbone):
         assert scaler.is_enabled() == (precision == "fp16")
         optimizer = build_optimizer(cfg, model.parameters())
         torch.manual_seed(1)
-        logs = train_step(model, optimizer, scaler, batch, cfg, 1.0, 1.0, CPU, autocast(CPU, precision))
+        logs = train_step(model, optimizer, scaler, batch, cfg, beta=1.0, tfr=1.0, device=CPU,
+                          amp=autocast(CPU, precision))
         assert all(torch.isfinite(torch.tensor(v)) for v in logs.values()), precision
         losses[precision] = logs["mse"]
         for _ in range(30):   # fp16: the scaler skips steps whose gradients overflow while it finds its scale
             if any(not torch.equal(a, b) for a, b in zip(before, model.parameters())):
                 break
-            train_step(model, optimizer, scaler, batch, cfg, 1.0, 1.0, CPU, autocast(CPU, precision))
+            train_step(model, optimizer, scaler, batch, cfg, beta=1.0, tfr=1.0, device=CPU,
+                       amp=autocast(CPU, precision))
         else:
             raise AssertionError(f"{precision}: no update")
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)

@@ -44,7 +44,7 @@ def runs(synth_root, tmp_path_factory):
     train.train(make_cfg(synth_root, straight), progress=False)
     train.train(make_cfg(synth_root, resumed), progress=False, stop_after_epoch=0)
     before = metrics(resumed)
-    train.train(make_cfg(synth_root, resumed), resume=True, progress=False)
+    train.train(make_cfg(synth_root, resumed), resumed / "last.pt", progress=False)
     return straight, resumed, before
 
 
