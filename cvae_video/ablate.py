@@ -73,7 +73,7 @@ def load_study(path: str | Path) -> tuple[dict, list[Factor]]:
         missing = {"name", "key", "values"} - set(f)
         if missing:
             raise ConfigError(f"{path}: factor {i + 1} lacks {', '.join(sorted(missing))}")
-        if f["key"] not in config_mod.TrainConfig.__dataclass_fields__:
+        if f["key"] not in config_mod.KEYS:
             raise ConfigError(f"{path}: factor {f['name']!r}: unknown config key {f['key']!r}")
         labels = f.get("labels") or [f"{f['key']} = {v}" for v in f["values"]]
         if len(labels) != len(f["values"]):
@@ -88,7 +88,7 @@ def load_study(path: str | Path) -> tuple[dict, list[Factor]]:
 
 def plan_runs(base: dict, factors: list[Factor], out: Path) -> tuple[dict[str, Run], dict[str, list[str]]]:
     """Distinct runs, and for each factor the run id of each of its values."""
-    base_cfg = config_mod.from_dict(base, "study base")
+    base_flat = config_mod.from_dict(base, "study base").flat()
     runs: dict[str, Run] = {}
     by_factor: dict[str, list[str]] = {}
     for f in factors:
@@ -96,7 +96,7 @@ def plan_runs(base: dict, factors: list[Factor], out: Path) -> tuple[dict[str, R
         for value in f.values:
             values = base | {f.key: value}
             cfg = config_mod.from_dict(values, f"study factor {f.name!r}")
-            diff = {k: v for k, v in cfg.to_dict().items() if v != getattr(base_cfg, k)}
+            diff = {k: v for k, v in cfg.flat().items() if v != base_flat[k]}
             run_id = "base" if not diff else _slug("_".join(f"{k}={v}" for k, v in sorted(diff.items())))
             cfg.log_dir = str(out / run_id)
             runs.setdefault(run_id, Run(run_id, cfg, diff))
@@ -106,7 +106,7 @@ def plan_runs(base: dict, factors: list[Factor], out: Path) -> tuple[dict[str, R
 
 
 def _config_digest(cfg: config_mod.TrainConfig) -> str:
-    d = cfg.to_dict()
+    d = cfg.flat()
     d.pop("num_workers", None)
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -1,9 +1,14 @@
-"""The training configuration: one typed dataclass, one merge order.
+"""The training configuration: one typed dataclass holding the model's, one merge order.
 
-    defaults (the dataclass)  <  --config FILE.toml  <  flags given on the command line
+    defaults (the dataclasses)  <  --config FILE.toml  <  flags given on the command line
 
-Unknown keys and values of the wrong type fail at start-up with the key's name. The resolved config is saved
-as ``config.toml`` / inside every checkpoint.
+``TrainConfig.model`` is the :class:`~cvae_video.models.svg.ModelConfig` the run builds (less what the data
+decides: image channels and the condition's size). In a TOML file the model's keys go in a ``[model]`` table and
+the training's at the top level or in any other table (``[training]``, ``[data]``, ...); a key in the wrong table
+fails naming it, and so do unknown keys and values of the wrong type. Files written before the model had its own
+table (every key at the top level) still load. On the command line every key is a flag of its own
+(``--z_dim 16``, ``--lr 0.001``), and a study factor or a flat dict names it the same way: keys are unique across
+the two. The resolved config is saved as ``config.toml`` and inside every checkpoint.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import dataclasses
 import json
 import sys
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 if sys.version_info >= (3, 11):
@@ -29,8 +34,14 @@ OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 BAD_SAMPLE_POLICIES = ("error", "skip")
 
 
+# what the data decides, not the config: the model is built for the frames and conditions it is given
+DATA_DEFINED = ("channels", "cond_dim")
+MODEL_KEYS = tuple(f.name for f in fields(ModelConfig) if f.name not in DATA_DEFINED)
+
+
 @dataclass
 class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
     # optimisation
     lr: float = 0.002
     beta1: float = 0.9
@@ -56,21 +67,6 @@ class TrainConfig:
     n_past: int = 2
     n_future: int = 10
     n_eval: int = 10                   # frames predicted after n_past at validation and in sample pictures
-    # model
-    backbone: str = "vgg"
-    width: float = 1.0
-    prior: str = "fixed"
-    g_dim: int = 128
-    z_dim: int = 64
-    rnn_size: int = 256
-    posterior_rnn_layers: int = 1
-    prior_rnn_layers: int = 1
-    predictor_rnn_layers: int = 2
-    last_frame_skip: bool = False
-    output: str = "direct"             # "direct" (SVG: sigmoid frame) or "compose" (mask over the skip frame)
-    spatial_cond: bool = False         # the decoder also sees the condition broadcast over its maps, with coordinates
-    keypoints: int = 0                 # with spatial_cond: image points learnt from the condition, drawn as blobs
-    motion_kernels: int = 0            # with compose: kernels moving the previous frame's pixels (CDNA)
     # data
     data_root: str = ""                # empty: the built-in synthetic push world, generated once into a cache
     synth_n_train: int = 2048
@@ -96,12 +92,8 @@ class TrainConfig:
     on_bad_sample: str = "error"       # "error": a bad trajectory stops start-up; "skip": train without it
 
     def model_config(self, cond_dim: int = 7) -> ModelConfig:
-        return ModelConfig(backbone=self.backbone, width=self.width, g_dim=self.g_dim, z_dim=self.z_dim,
-                           rnn_size=self.rnn_size, cond_dim=cond_dim, prior=self.prior,
-                           posterior_rnn_layers=self.posterior_rnn_layers, prior_rnn_layers=self.prior_rnn_layers,
-                           predictor_rnn_layers=self.predictor_rnn_layers, last_frame_skip=self.last_frame_skip,
-                           output=self.output, spatial_cond=self.spatial_cond,
-                           keypoints=self.keypoints, motion_kernels=self.motion_kernels)
+        """The model to build for conditions of ``cond_dim`` numbers per frame."""
+        return dataclasses.replace(self.model, cond_dim=cond_dim)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first key whose value is impossible."""
@@ -137,16 +129,23 @@ class TrainConfig:
         for key, ok, why in checks:
             if not ok:
                 raise ConfigError(f"{key} = {getattr(self, key)!r}: {why}")
-        try:
-            self.model_config()
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The training's keys and the model's under ``"model"`` (what checkpoints and ``config.toml`` hold)."""
+        d = dataclasses.asdict(self)
+        d["model"] = {k: d["model"][k] for k in MODEL_KEYS}
+        return d
+
+    def flat(self) -> dict:
+        """Every key at one level, as flags and study factors name them."""
+        d = self.to_dict()
+        return d.pop("model") | d
 
 
-_TYPES = {f.name: typing.get_type_hints(TrainConfig)[f.name] for f in fields(TrainConfig)}
+TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name != "model")
+_TYPES = ({f.name: typing.get_type_hints(TrainConfig)[f.name] for f in fields(TrainConfig) if f.name != "model"}
+          | {f.name: typing.get_type_hints(ModelConfig)[f.name] for f in fields(ModelConfig) if f.name in MODEL_KEYS})
+KEYS = tuple(_TYPES)   # every key, flat
 
 
 def _check_type(key: str, value, source: str):
@@ -162,8 +161,21 @@ def _check_type(key: str, value, source: str):
     raise ConfigError(f"{source}: key {key!r} must be {want.__name__}, got {type(value).__name__} {value!r}")
 
 
+def _check_table(key: str, table: str | None, source: str) -> None:
+    """A model key belongs in [model] (or, in older files, at the top level); a training key anywhere else."""
+    if key not in _TYPES:
+        where = f" in [{table}]" if table else ""
+        raise ConfigError(f"{source}: unknown key {key!r}{where}")
+    if table == "model" and key not in MODEL_KEYS:
+        raise ConfigError(f"{source}: key {key!r} is in the [model] table, but it is not a model key; move it to "
+                          f"the top level or a [training] table")
+    if table not in (None, "model") and key in MODEL_KEYS:
+        raise ConfigError(f"{source}: key {key!r} is in the [{table}] table, but it is a model key; move it to the "
+                          f"[model] table")
+
+
 def load_toml(path: str | Path) -> dict:
-    """Values of a TOML config file, type-checked. Tables ([model], [data], ...) are flattened."""
+    """The values of a TOML config file, type-checked and table-checked, as one flat dict of keys."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -173,48 +185,67 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: invalid TOML ({e})") from None
     flat: dict = {}
     for key, value in raw.items():
-        items = value.items() if isinstance(value, dict) else [(key, value)]
-        for k, v in items:
+        table = key if isinstance(value, dict) else None
+        for k, v in (value.items() if table else [(key, value)]):
+            if isinstance(v, dict):
+                raise ConfigError(f"{path}: table [{key}.{k}]: tables do not nest")
+            _check_table(k, table, str(path))
             if k in flat:
                 raise ConfigError(f"{path}: key {k!r} given twice")
             flat[k] = _check_type(k, v, str(path))
     return flat
 
 
+def flatten(values: dict) -> dict:
+    """A config dict with the model's keys under ``"model"`` (a checkpoint's, or :meth:`TrainConfig.to_dict`) or
+    at the top level (files of older versions) as one flat dict."""
+    values = dict(values)
+    model = values.pop("model", None)
+    return (model or {}) | values
+
+
 def from_dict(values: dict, source: str = "config") -> TrainConfig:
-    cfg = TrainConfig(**{k: _check_type(k, v, source) for k, v in values.items()})
+    """The config of a dict of keys (flat, or with the model's under ``"model"``), type-checked and validated."""
+    flat = {k: _check_type(k, v, source) for k, v in flatten(values).items()}
+    try:
+        model = ModelConfig(**{k: v for k, v in flat.items() if k in MODEL_KEYS})
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    cfg = TrainConfig(model=model, **{k: v for k, v in flat.items() if k not in MODEL_KEYS})
     cfg.validate()
     return cfg
 
 
 def to_toml(cfg: TrainConfig) -> str:
-    lines = []
-    for key, value in cfg.to_dict().items():
-        lines.append(f"{key} = {json.dumps(value)}")  # JSON scalars are valid TOML scalars
+    """The config as TOML: the training's keys, then the model's in a [model] table."""
+    d = cfg.to_dict()
+    model = d.pop("model")
+    lines = [f"{key} = {json.dumps(value)}" for key, value in d.items()]   # JSON scalars are valid TOML scalars
+    lines += ["", "[model]"] + [f"{key} = {json.dumps(value)}" for key, value in model.items()]
     return "\n".join(lines) + "\n"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field, default None so that only flags actually given override the file."""
+    """One flag per config key, default None so that only flags actually given override the file."""
     parser.add_argument("--config", help="TOML file of config values; command-line flags override it")
-    for f in fields(TrainConfig):
-        typ = _TYPES[f.name]
-        help_ = f"(default: {f.default!r})"
+    defaults = TrainConfig().flat()
+    for key, typ in _TYPES.items():
+        help_ = f"(default: {defaults[key]!r})"
         if typ is bool:
-            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=None, help=help_)
+            parser.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, default=None, help=help_)
         else:
-            parser.add_argument(f"--{f.name}", type=typ, default=None, help=help_)
+            parser.add_argument(f"--{key}", type=typ, default=None, help=help_)
 
 
 def resolve(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
     """defaults < ``base`` (a resumed run's saved config) < config file < given flags."""
-    values = dict(base or {})
+    values = flatten(base or {})
     if getattr(args, "config", None):
         values.update(load_toml(args.config))
-    for f in fields(TrainConfig):
-        v = getattr(args, f.name, None)
+    for key in KEYS:
+        v = getattr(args, key, None)
         if v is not None:
-            values[f.name] = v
+            values[key] = v
     return from_dict(values, source=getattr(args, "config", None) or "command line")
 
 
@@ -223,7 +254,6 @@ def resolve(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
 RESUME_MAY_CHANGE = ("niter", "log_dir", "data_root", "num_workers", "device", "cuda", "compile", "channels_last",
                      "val_every", "n_pictures", "picture_samples", "skip_nonfinite", "on_bad_sample", "sync_bn",
                      "val_batch_size")
-MODEL_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name in {g.name for g in fields(ModelConfig)})
 
 
 def check_resume_changes(saved: dict, cfg: TrainConfig, source: str) -> None:
@@ -231,8 +261,8 @@ def check_resume_changes(saved: dict, cfg: TrainConfig, source: str) -> None:
 
     ``saved`` is the run's config dict (keys it lacks, from an older version, count as their defaults).
     """
-    old = TrainConfig().to_dict() | {k: v for k, v in saved.items() if k in _TYPES}
-    new = cfg.to_dict()
+    old = TrainConfig().flat() | {k: v for k, v in flatten(saved).items() if k in _TYPES}
+    new = cfg.flat()
     changed = [k for k in new if k not in RESUME_MAY_CHANGE and old[k] != new[k]]
     if not changed:
         return

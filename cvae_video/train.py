@@ -144,7 +144,7 @@ def _prepare_log_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
     if present and not (resume or overwrite):
         try:
             old = config_mod.load_toml(log_dir / "config.toml")
-            differs = [k for k, v in cfg.to_dict().items() if old.get(k) != v]
+            differs = [k for k, v in cfg.flat().items() if old.get(k) != v]
             what = (f"a run with a different config (differs in: {', '.join(differs)})" if differs
                     else "a run with this config")
         except ConfigError:
@@ -528,7 +528,7 @@ def resume_config(args: argparse.Namespace) -> tuple[TrainConfig, Path | None]:
         base = config_mod.load_toml(log_dir / "config.toml")
     elif ckpt.is_file():
         saved = load_checkpoint(ckpt).get("train_config", {})
-        base = {k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__}
+        base = {k: v for k, v in config_mod.flatten(saved).items() if k in config_mod.KEYS}
     else:
         raise ConfigError(f"--resume: nothing to resume in {log_dir} (neither config.toml nor last.pt)")
     cfg = config_mod.resolve(args, base)

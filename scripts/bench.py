@@ -50,7 +50,7 @@ import torch
 from cvae_video.config import TrainConfig
 from cvae_video.data.dataset import frames_to_float
 from cvae_video.models.rnn import gaussian_kl
-from cvae_video.models.svg import CVAE
+from cvae_video.models.svg import CVAE, ModelConfig
 from cvae_video.runtime import PRECISIONS, autocast, grad_scaler, keep_freed_memory, resolve_device
 from cvae_video.train import build_optimizer, train_step
 
@@ -167,9 +167,10 @@ def _timed(fn, device, warmup: int, repeats: int) -> list[float]:
 
 
 def _train_config(args) -> TrainConfig:
-    return TrainConfig(backbone=args.backbone, width=args.width, batch_size=args.batch_size, n_past=args.n_past,
-                       n_future=args.n_future, g_dim=args.g_dim, z_dim=args.z_dim, rnn_size=args.rnn_size,
-                       prior=args.prior, tfr=1.0, channels_last=args.channels_last, seed=0)
+    model = ModelConfig(backbone=args.backbone, width=args.width, g_dim=args.g_dim, z_dim=args.z_dim,
+                        rnn_size=args.rnn_size, prior=args.prior)
+    return TrainConfig(model=model, batch_size=args.batch_size, n_past=args.n_past, n_future=args.n_future, tfr=1.0,
+                       channels_last=args.channels_last, seed=0)
 
 
 def _build(args, device, channels_last: bool):

@@ -15,18 +15,19 @@ def parse(argv):
 
 def test_defaults_are_the_lab_values():
     cfg = parse([])
-    assert (cfg.lr, cfg.beta1, cfg.g_dim, cfg.z_dim, cfg.rnn_size) == (0.002, 0.9, 128, 64, 256)
-    assert (cfg.n_past, cfg.n_future, cfg.posterior_rnn_layers, cfg.predictor_rnn_layers) == (2, 10, 1, 2)
-    assert cfg.prior == "fixed" and cfg.backbone == "vgg" and cfg.kl_weight_max == 1.0
+    m = cfg.model
+    assert (cfg.lr, cfg.beta1, m.g_dim, m.z_dim, m.rnn_size) == (0.002, 0.9, 128, 64, 256)
+    assert (cfg.n_past, cfg.n_future, m.posterior_rnn_layers, m.predictor_rnn_layers) == (2, 10, 1, 2)
+    assert m.prior == "fixed" and m.backbone == "vgg" and cfg.kl_weight_max == 1.0
 
 
 def test_flags_override_file_which_overrides_defaults(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text('lr = 0.01\nbatch_size = 8\n[model]\nprior = "learned"\nz_dim = 10\n')
     cfg = parse(["--config", str(f), "--batch_size", "4", "--last_frame_skip"])
-    assert cfg.lr == 0.01 and cfg.batch_size == 4 and cfg.prior == "learned" and cfg.z_dim == 10
-    assert cfg.last_frame_skip is True
-    assert parse(["--config", str(f), "--no-last_frame_skip"]).last_frame_skip is False
+    assert cfg.lr == 0.01 and cfg.batch_size == 4 and cfg.model.prior == "learned" and cfg.model.z_dim == 10
+    assert cfg.model.last_frame_skip is True
+    assert parse(["--config", str(f), "--no-last_frame_skip"]).model.last_frame_skip is False
 
 
 def test_int_is_accepted_for_float(tmp_path):
@@ -42,6 +43,11 @@ def test_int_is_accepted_for_float(tmp_path):
     ('prior = "sometimes"\n', "prior must be one of"),
     ("tfr = 1.5\n", "tfr = 1.5"),
     ("lr = \n", "invalid TOML"),
+    ("[model]\nlr = 0.1\n", "key 'lr' is in the \\[model\\] table, but it is not a model key"),
+    ("[training]\nz_dim = 8\n", "key 'z_dim' is in the \\[training\\] table, but it is a model key"),
+    ("[model]\nz_dims = 8\n", "unknown key 'z_dims' in \\[model\\]"),
+    ("[model]\ncond_dim = 8\n", "unknown key 'cond_dim'"),    # the data decides it
+    ("[model.vgg]\nwidth = 1\n", "tables do not nest"),
 ])
 def test_bad_config_files_name_the_key(tmp_path, text, key):
     f = tmp_path / "c.toml"
@@ -56,10 +62,32 @@ def test_missing_config_file():
 
 
 def test_saved_config_reloads_identically(tmp_path):
-    cfg = parse(["--lr", "0.003", "--prior", "learned"])
+    cfg = parse(["--lr", "0.003", "--prior", "learned", "--z_dim", "12"])
     f = tmp_path / "saved.toml"
     f.write_text(config_mod.to_toml(cfg))
+    assert "\n[model]\n" in f.read_text() and "\nz_dim = 12\n" in f.read_text().split("[model]")[1]
     assert parse(["--config", str(f)]) == cfg
+    assert config_mod.from_dict(cfg.to_dict()) == cfg == config_mod.from_dict(cfg.flat())
+
+
+def test_flat_config_files_of_older_versions_still_load(tmp_path):
+    f = tmp_path / "old.toml"
+    f.write_text('lr = 0.003\nbackbone = "dcgan"\nz_dim = 12\n[training]\nbatch_size = 4\n')
+    cfg = parse(["--config", str(f)])
+    assert (cfg.lr, cfg.batch_size, cfg.model.backbone, cfg.model.z_dim) == (0.003, 4, "dcgan", 12)
+
+
+def test_the_model_config_is_the_one_model_fields_live_in():
+    """Every model key is a flag and a config key, with the model's own default; none is repeated in TrainConfig."""
+    from dataclasses import fields
+    from cvae_video.models import ModelConfig
+    model_fields = {f.name: f.default for f in fields(ModelConfig)}
+    train_fields = {f.name for f in fields(config_mod.TrainConfig)}
+    assert not (set(config_mod.MODEL_KEYS) & train_fields)
+    assert set(config_mod.MODEL_KEYS) == set(model_fields) - {"channels", "cond_dim"}
+    flags = parse([]).flat()
+    assert all(flags[k] == model_fields[k] for k in config_mod.MODEL_KEYS)
+    assert parse(["--width", "0.5"]).model_config(cond_dim=5) == ModelConfig(width=0.5, cond_dim=5)
 
 
 def test_cuda_without_cuda_fails_clearly(monkeypatch):

@@ -16,9 +16,9 @@ from cvae_video.checkpoint import load_checkpoint, model_from_checkpoint
 from cvae_video.config import TrainConfig
 from cvae_video.data.dataset import ConditionStats, VideoDataset
 from cvae_video.errors import ConfigError
-from cvae_video.models import CVAE, svg
+from cvae_video.models import CVAE, ModelConfig, svg
 from cvae_video.runtime import seed_everything
-from helpers import TINY_FLAGS
+from helpers import TINY_FLAGS, TINY_MODEL
 from ddp_fixed_noise import fixed_noise
 
 TESTS = Path(__file__).parent
@@ -66,7 +66,7 @@ def test_two_processes_match_one_process_with_twice_the_batch(synth_root, tmp_pa
 
     a, b = float_state(one / "last.pt"), float_state(two / "last.pt")
     seed_everything(7)
-    init = CVAE(TrainConfig(backbone="dcgan", width=0.125, g_dim=16, z_dim=4, rnn_size=16).model_config())
+    init = CVAE(TrainConfig(model=ModelConfig(**TINY_MODEL)).model_config())
     moved = max((a[k] - v).abs().max().item() for k, v in init.state_dict().items() if k in a)
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     assert moved > 0.1

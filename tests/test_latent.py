@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from cvae_video.config import TrainConfig
+from cvae_video.models import ModelConfig
 from cvae_video.evaluate import ShuffledConditions, derangement
 from cvae_video.runtime import autocast, grad_scaler
 from cvae_video.train import COLLAPSED_KL, build_optimizer, collapse_warning, train_step
@@ -20,7 +21,7 @@ def _batch():
 
 
 def _posterior_grads(free_bits: float, beta: float):
-    cfg = TrainConfig(free_bits=free_bits, z_dim=4)
+    cfg = TrainConfig(free_bits=free_bits, model=ModelConfig(z_dim=4))
     model = tiny_model()
     optimizer = build_optimizer(cfg, model.parameters())
     optimizer.step = lambda *a, **k: None   # keep the gradients, skip the update

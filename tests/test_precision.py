@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cvae_video.runtime import autocast
-from helpers import tiny_model
+from helpers import TINY_MODEL, tiny_model
 
 CPU = torch.device("cpu")
 
@@ -74,9 +74,10 @@ def test_every_precision_trains_and_agrees_with_fp32(backbone):
     """One train_step per precision from the same weights: finite logs, an update, a loss close to fp32's; the
     grad scaler is on for fp16 only."""
     from cvae_video.config import TrainConfig
+    from cvae_video.models import ModelConfig
     from cvae_video.runtime import grad_scaler
     from cvae_video.train import build_optimizer, train_step
-    cfg = TrainConfig(backbone=backbone, width=0.125, g_dim=16, z_dim=4, rnn_size=16, n_past=2, n_future=3)
+    cfg = TrainConfig(model=ModelConfig(**(TINY_MODEL | {"backbone": backbone})), n_past=2, n_future=3)
     g = torch.Generator().manual_seed(0)
     batch = {"frames": torch.randint(0, 256, (2, 5, 3, 64, 64), dtype=torch.uint8, generator=g),
              "cond": torch.randn(2, 5, 7, generator=g)}

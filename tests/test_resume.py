@@ -85,6 +85,24 @@ def test_resume_forms_and_extending_niter(runs, tmp_path, capsys):
         assert len(metrics(run)) == NITER + 1
 
 
+def test_a_run_saved_with_a_flat_config_resumes(runs, tmp_path):
+    """Runs of versions before the model had its own config table: config.toml and the checkpoints' train_config
+    hold every key at one level. Such a run still resumes, and its model's keys still may not change."""
+    run = tmp_path / "run"
+    shutil.copytree(runs[1], run)
+    flat = config_mod.flatten(load_checkpoint(run / "last.pt")["train_config"])
+    (run / "config.toml").write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in flat.items()
+                                             if k in config_mod.KEYS))
+    for name in ("last.pt", "best.pt"):
+        ckpt = load_checkpoint(run / name)
+        ckpt["train_config"] = flat
+        torch.save(ckpt, run / name)
+    assert train.main(["--resume", str(run), "--z_dim", "8", "--no_progress"]) == 1
+    assert train.main(["--resume", str(run), "--niter", str(NITER + 1), "--no_progress"]) == 0
+    assert without_seconds(metrics(run)[:NITER]) == without_seconds(metrics(runs[0]))
+    assert "model" in load_checkpoint(run / "last.pt")["train_config"]     # written in the nested form now
+
+
 def test_resume_refuses_changes_that_would_change_the_run(runs, tmp_path, capsys):
     run = runs[1]
     stamp = (run / "last.pt").stat().st_mtime_ns
