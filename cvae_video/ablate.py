@@ -82,7 +82,8 @@ def load_study(path: str | Path) -> tuple[dict, list[Factor]]:
     base_path = (path.parent / raw["base"]).resolve()
     base = config_mod.load_toml(base_path) | raw.get("overrides", {})
     settings = {"base": base, "n_samples": int(raw.get("n_samples", 5)),
-                "gif_indices": list(raw.get("gif_indices", [0])), "eval_batch_size": int(raw.get("eval_batch_size", 32))}
+                "gif_indices": list(raw.get("gif_indices", [0])),
+                "eval_batch_size": int(raw.get("eval_batch_size", 32))}
     return settings, factors
 
 

@@ -87,7 +87,8 @@ def score_split(model, loader, device: torch.device, *, n_past: int, n_future: i
         cond = batch["cond"].to(device)
         gt = x[:, n_past:n_past + n_future]                         # (B, F, C, H, W)
         with amp:
-            pred = model.predict(x[:, :n_past], cond, n_future, n_samples, z_mode, gen)  # (B, S, F, C, H, W)
+            pred = model.predict(x[:, :n_past], cond, n_future, n_samples=n_samples, z_mode=z_mode,
+                                 generator=gen)   # (B, S, F, C, H, W)
             if with_kl:   # depends on the frames alone: a pass that changes only z or the conditions skips it
                 out["kl"].append(model.latent_kl(x[:, :n_past + n_future]).float().mean(1).cpu())   # (B,)
         pred = pred.float()

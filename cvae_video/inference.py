@@ -85,7 +85,8 @@ def predict_batch(model: CVAE, batch: dict, *, n_past: int, n_future: int, n_sam
     x = frames_to_float(batch["frames"].to(device))
     gen = torch.Generator(device).manual_seed(seed)
     with amp or nullcontext():
-        pred = model.predict(x[:, :n_past], batch["cond"].to(device), n_future, n_samples, "sample", gen)
+        pred = model.predict(x[:, :n_past], batch["cond"].to(device), n_future, n_samples=n_samples,
+                             generator=gen)
     return Predictions(x[:, :n_past + n_future].cpu(), pred.float().cpu(), n_past)
 
 

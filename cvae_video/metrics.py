@@ -41,7 +41,8 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB per frame, (B, T), for images in [0, 1] (peak value 1).
 
     Per colour channel: mse = mean over H x W of (x - y)^2, psnr = 10 log10(1 / mse); then averaged over the
-    channels (the protocol of the SVG and lab evaluations). An mse of 0 (identical frames) is clamped to ``PSNR_MSE_EPS``, i.e. 100 dB.
+    channels (the protocol of the SVG and lab evaluations). An mse of 0 (identical frames) is clamped to
+    ``PSNR_MSE_EPS``, i.e. 100 dB.
     """
     x, y = _check_pair(x, y)
     mse = (x - y).pow(2).mean(dim=(-2, -1))  # (B, T, C)

@@ -208,7 +208,8 @@ class RunState:
         if missing:
             raise CheckpointError(f"{path}: cannot resume from it: it lacks {', '.join(missing)} (only last.pt and "
                                   f"best.pt of cvae-train hold a run's full state)")
-        state = cls(**{"kl_total_steps": kl_total_steps} | {f.name: ckpt[f.name] for f in fields(cls) if f.name in ckpt})
+        saved = {f.name: ckpt[f.name] for f in fields(cls) if f.name in ckpt}
+        state = cls(**{"kl_total_steps": kl_total_steps} | saved)
         if "records" not in ckpt:
             state.records = read_json_lines(metrics_file)[:state.epoch + 1]
         return state

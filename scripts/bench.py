@@ -195,8 +195,8 @@ def measure_train(args, device, precision: str) -> dict:
         optimizer = build_optimizer(cfg, model.parameters())
         scaler, amp = grad_scaler(device, precision), autocast(device, precision)
         batch = _batch(args, device)
-        times = _timed(lambda: train_step(model, optimizer, scaler, batch, cfg, beta=1.0, tfr=1.0, device=device, amp=amp), device,
-                       args.warmup, args.steps)
+        times = _timed(lambda: train_step(model, optimizer, scaler, batch, cfg, beta=1.0, tfr=1.0, device=device,
+                                          amp=amp), device, args.warmup, args.steps)
     return {"times_s": times, "step_s": statistics.median(times), "peak_memory_mb": mem.mb}
 
 
@@ -225,19 +225,19 @@ def measure_predict(args, device, precision: str) -> dict:
 
         def batched():
             with torch.inference_mode(), amp:
-                model.predict(x_past, cond, args.n_future, S, "sample", gen)
+                model.predict(x_past, cond, args.n_future, n_samples=S, generator=gen)
 
         def looped():
             with torch.inference_mode(), amp:
                 for _ in range(S):
-                    model.predict(x_past, cond, args.n_future, 1, "sample", gen)
+                    model.predict(x_past, cond, args.n_future, generator=gen)
 
         n_single = min(args.batch_size, args.unbatched_sequences)
 
         def unbatched():
             with torch.inference_mode(), amp:
                 for i in range(n_single):
-                    model.predict(x_past[i:i + 1], cond[i:i + 1], args.n_future, 1, "sample", gen)
+                    model.predict(x_past[i:i + 1], cond[i:i + 1], args.n_future, generator=gen)
 
         t_batched = statistics.median(_timed(batched, device, 1, args.eval_repeats))
         t_looped = statistics.median(_timed(looped, device, 1, args.eval_repeats))

@@ -101,12 +101,12 @@ def test_sequence_and_stepwise_teacher_forcing_agree_in_eval_mode():
 def test_prediction_is_reproducible_and_mean_mode_is_deterministic():
     model = tiny_model(prior="learned").eval()
     x, cond = torch.rand(2, 2, 3, 64, 64), torch.randn(2, 6, 7)
-    p1 = model.predict(x, cond, 4, 3, generator=torch.Generator().manual_seed(3))
-    p2 = model.predict(x, cond, 4, 3, generator=torch.Generator().manual_seed(3))
+    p1 = model.predict(x, cond, 4, n_samples=3, generator=torch.Generator().manual_seed(3))
+    p2 = model.predict(x, cond, 4, n_samples=3, generator=torch.Generator().manual_seed(3))
     assert torch.equal(p1, p2)
     assert not torch.equal(p1[:, 0], p1[:, 1])  # samples differ
-    m1 = model.predict(x, cond, 4, 2, z_mode="mean", generator=torch.Generator().manual_seed(1))
-    m2 = model.predict(x, cond, 4, 2, z_mode="mean", generator=torch.Generator().manual_seed(1))
+    m1 = model.predict(x, cond, 4, n_samples=2, z_mode="mean", generator=torch.Generator().manual_seed(1))
+    m2 = model.predict(x, cond, 4, n_samples=2, z_mode="mean", generator=torch.Generator().manual_seed(1))
     assert torch.equal(m1, m2)
 
 
@@ -317,3 +317,14 @@ def test_motion_output_uses_the_previous_frame_of_every_step():
     assert torch.allclose(out["x_hat"], x[:, :-1], atol=1e-4)
     with pytest.raises(ValueError, match="need output 'compose'"):
         ModelConfig(motion_kernels=2)
+
+
+def test_parameter_names_are_those_checkpoints_hold():
+    """The decoder's named conv/BatchNorm/activation blocks keep Sequential names, so that checkpoints written
+    before they had names still load."""
+    for backbone in ("vgg", "dcgan"):
+        names = set(tiny_model(backbone=backbone).state_dict())
+        assert {"decoder.inp.0.weight", "decoder.inp.1.running_mean", "encoder.out.0.weight"} <= names
+    vgg = set(tiny_model(backbone="vgg").state_dict())
+    assert {"decoder.blocks.0.0.0.weight", "decoder.blocks.0.0.1.running_var", "decoder.last.0.0.weight"} <= vgg
+    assert {"decoder.blocks.1.0.weight", "decoder.blocks.1.1.bias"} <= set(tiny_model(backbone="dcgan").state_dict())

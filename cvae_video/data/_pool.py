@@ -26,8 +26,8 @@ def run_with_progress(func: Callable[..., int], tasks: Sequence[tuple], workers:
             bar.update(func(*task))
         return
     methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ctx.Pool(min(workers, len(tasks))) as pool:
+    mp_context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with mp_context.Pool(min(workers, len(tasks))) as pool:
         for n in pool.imap_unordered(_star, [(func, task) for task in tasks]):
             bar.update(n)
 

@@ -36,9 +36,9 @@ validate 1, test 2) and depends on nothing else, so writing in parallel or in an
 
 On disk
 -------
-``write_dataset`` writes the BAIR layout (:mod:`cvae_video.data.layout`: groups of 256 trajectories, ``traj_0_to_255``, ...) into a
-temporary folder, writes ``synth_config.json`` (generator version, config, seed, counts) last, and renames the
-folder into place, so a folder at the destination is never a half-written data set.
+``write_dataset`` writes the BAIR layout (:mod:`cvae_video.data.layout`: groups of 256 trajectories,
+``traj_0_to_255``, ...) into a temporary folder, writes ``synth_config.json`` (generator version, config, seed,
+counts) last, and renames the folder into place, so a folder at the destination is never a half-written data set.
 
 API
 ---

@@ -41,14 +41,44 @@ def _widths(width: float) -> list[int]:
     return [max(8, int(round(c * width))) for c in (64, 128, 256, 512)]
 
 
-def _conv_bn_act(cin: int, cout: int, k: int = 3, stride: int = 1, pad: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, pad, bias=False), nn.BatchNorm2d(cout),
-                         nn.LeakyReLU(0.2, inplace=True))
+class ConvBNAct(nn.Sequential):
+    """A convolution (or transposed convolution), BatchNorm and an activation, applied in that order, with the
+    parts by name. A Sequential underneath, so its parameters keep the names (``0.weight``, ``1.running_mean``)
+    that checkpoints hold."""
+
+    def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d, norm: nn.BatchNorm2d, act: nn.Module):
+        super().__init__(conv, norm, act)
+
+    @property
+    def conv(self) -> nn.Conv2d | nn.ConvTranspose2d:
+        return self[0]
+
+    @property
+    def norm(self) -> nn.BatchNorm2d:
+        return self[1]
+
+    @property
+    def act(self) -> nn.Module:
+        return self[2]
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):   # a slice is a plain Sequential of those parts
+            return nn.Sequential(*list(self)[idx])
+        return super().__getitem__(idx)
+
+    def after_conv(self, y: torch.Tensor) -> torch.Tensor:
+        """The norm and the activation, for a convolution's output computed elsewhere."""
+        return self.act(self.norm(y))
 
 
-def _deconv_bn_act(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout),
-                         nn.LeakyReLU(0.2, inplace=True))
+def _conv_bn_act(cin: int, cout: int, k: int = 3, stride: int = 1, pad: int = 1) -> ConvBNAct:
+    return ConvBNAct(nn.Conv2d(cin, cout, k, stride, pad, bias=False), nn.BatchNorm2d(cout),
+                     nn.LeakyReLU(0.2, inplace=True))
+
+
+def _deconv_bn_act(cin: int, cout: int, k: int = 4, stride: int = 2, pad: int = 1) -> ConvBNAct:
+    return ConvBNAct(nn.ConvTranspose2d(cin, cout, k, stride, pad, bias=False), nn.BatchNorm2d(cout),
+                     nn.LeakyReLU(0.2, inplace=True))
 
 
 def _conv_part(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor, lo: int, hi: int | None,
@@ -204,7 +234,7 @@ class VGGEncoder(nn.Module):
             _vgg_block([c3, c4, c4, c4]),     # 8x8
         ])
         self.pool = nn.MaxPool2d(2)
-        self.out = nn.Sequential(nn.Conv2d(c4, g_dim, 4, 1, 0, bias=False), nn.BatchNorm2d(g_dim), nn.Tanh())
+        self.out = ConvBNAct(nn.Conv2d(c4, g_dim, 4, 1, 0, bias=False), nn.BatchNorm2d(g_dim), nn.Tanh())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         skips = []
@@ -224,8 +254,7 @@ class VGGDecoder(_SkipDecoder):
         self._skip_channels = (c1, c2, c3, c4)
         self.cond_channels, self.map_channels = cond_channels, map_channels
         e = self._extra()
-        self.inp = nn.Sequential(nn.ConvTranspose2d(g_dim, c4, 4, 1, 0, bias=False), nn.BatchNorm2d(c4),
-                                 nn.LeakyReLU(0.2, inplace=True))  # 1x1 -> 4x4
+        self.inp = _deconv_bn_act(g_dim, c4, 4, 1, 0)  # 1x1 -> 4x4
         self.blocks = nn.ModuleList([
             _vgg_block([c4 * 2 + e, c4, c4, c3]),  # 8x8, after concat with the 8x8 skip
             _vgg_block([c3 * 2 + e, c3, c3, c2]),  # 16x16
@@ -236,17 +265,17 @@ class VGGDecoder(_SkipDecoder):
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
 
     def _skip_convs(self) -> list[tuple[nn.Module, int]]:
-        firsts = [block[0] for block in self.blocks] + [self.last[0]]   # each a conv + BatchNorm + activation
-        return [(first[0], cx) for first, cx in zip(firsts, self._x_channels)]
+        firsts = [block[0] for block in self.blocks] + [self.last[0]]   # each a ConvBNAct
+        return [(first.conv, cx) for first, cx in zip(firsts, self._x_channels)]
 
     def decode(self, h: torch.Tensor, terms: list[torch.Tensor], cond_terms: list | None = None) -> torch.Tensor:
         """h (N, g_dim), ``skip_terms`` of M rows (M divides N) and ``cond_terms`` of N rows -> frames (N, C, H, W)."""
         x = self.inp(h[:, :, None, None])
         stages = [(block[0], block[1:]) for block in self.blocks] + [(self.last[0], self.last[1:])]
         own = cond_terms or [None] * len(stages)
-        for (first, rest), cx, term, c in zip(stages, self._x_channels, terms, own):   # first: conv, BN, activation
-            y = _add_term(_upsampled_conv(first[0], x, cx), term, c)
-            x = rest(first[2](first[1](y)))
+        for (first, rest), cx, term, c in zip(stages, self._x_channels, terms, own):   # first: a ConvBNAct
+            y = _add_term(_upsampled_conv(first.conv, x, cx), term, c)
+            x = rest(first.after_conv(y))
         return x
 
     def forward_concat(self, h: torch.Tensor, skips: list[torch.Tensor], c: torch.Tensor | None = None,
@@ -267,7 +296,7 @@ class DCGANEncoder(nn.Module):
             _conv_bn_act(c2, c3, 4, 2, 1),  # 8x8
             _conv_bn_act(c3, c4, 4, 2, 1),  # 4x4
         ])
-        self.out = nn.Sequential(nn.Conv2d(c4, g_dim, 4, 1, 0, bias=False), nn.BatchNorm2d(g_dim), nn.Tanh())
+        self.out = ConvBNAct(nn.Conv2d(c4, g_dim, 4, 1, 0, bias=False), nn.BatchNorm2d(g_dim), nn.Tanh())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         skips = [x]  # the frame itself is the full-resolution skip: strided convolutions keep no 64x64 map
@@ -286,8 +315,7 @@ class DCGANDecoder(_SkipDecoder):
         self._skip_channels = (channels, c1, c2, c3)
         self.cond_channels, self.map_channels = cond_channels, map_channels
         e = self._extra()
-        self.inp = nn.Sequential(nn.ConvTranspose2d(g_dim, c4, 4, 1, 0, bias=False), nn.BatchNorm2d(c4),
-                                 nn.LeakyReLU(0.2, inplace=True))  # 4x4
+        self.inp = _deconv_bn_act(g_dim, c4, 4, 1, 0)  # 4x4
         self.blocks = nn.ModuleList([
             _deconv_bn_act(c4, c3),          # 8x8
             _deconv_bn_act(c3 * 2 + e, c2),  # 16x16, after concat with the 8x8 skip
@@ -297,13 +325,13 @@ class DCGANDecoder(_SkipDecoder):
         self.last = nn.Sequential(nn.Conv2d(c1 + channels + e, out_channels or channels, 3, 1, 1), nn.Sigmoid())
 
     def _skip_convs(self) -> list[tuple[nn.Module, int]]:
-        convs = [block[0] for block in self.blocks[1:]] + [self.last[0]]
+        convs = [block.conv for block in self.blocks[1:]] + [self.last[0]]
         return list(zip(convs, self._x_channels))
 
     def decode(self, h: torch.Tensor, terms: list[torch.Tensor], cond_terms: list | None = None) -> torch.Tensor:
         """h (N, g_dim), ``skip_terms`` of M rows (M divides N) and ``cond_terms`` of N rows -> frames (N, C, H, W)."""
         x = self.blocks[0](self.inp(h[:, :, None, None]))
-        stages = [block[1:] for block in self.blocks[1:]] + [self.last[1:]]
+        stages = [block.after_conv for block in self.blocks[1:]] + [self.last[1:]]
         own = cond_terms or [None] * len(stages)
         for rest, (conv, cx), term, c in zip(stages, self._skip_convs(), terms, own):
             x = rest(_add_term(_conv_part(conv, x, 0, cx, bias=True), term, c))

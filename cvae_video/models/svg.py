@@ -182,7 +182,7 @@ class CVAE(nn.Module):
         h, skips = self.encode_frames(x.flatten(0, 1))
         return h.unflatten(0, (B, L)), [s.unflatten(0, (B, L)) for s in skips]
 
-    def skip_context(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
+    def skip_inputs(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
         """Skip features of M frames -> what rendering takes from them: the decoder's skip terms (the skip parts
         of its convolutions, see ``backbones``), and with ``compose`` the skip frame, last. Computed once for
         frames that many predictions share."""
@@ -190,9 +190,9 @@ class CVAE(nn.Module):
             return self.decoder.skip_terms(skips[:-1]) + [skips[-1]]
         return self.decoder.skip_terms(skips)
 
-    def render(self, g: torch.Tensor, ctx: list[torch.Tensor], c: torch.Tensor | None = None,
+    def render(self, g: torch.Tensor, skip_in: list[torch.Tensor], c: torch.Tensor | None = None,
                prev: torch.Tensor | None = None) -> torch.Tensor:
-        """g (N, g_dim) and a ``skip_context`` of M rows, M dividing N -> frames (N, C, H, W) in [0, 1]. Context
+        """g (N, g_dim) and the ``skip_inputs`` of M frames, M dividing N -> frames (N, C, H, W) in [0, 1]. Their
         row i serves rows i * N/M .. (i + 1) * N/M - 1 of g (the samples of one sequence, say).
 
         ``direct``: the decoder's sigmoid output. ``compose``: the decoder also emits a mask m, and the frame is
@@ -218,10 +218,10 @@ class CVAE(nn.Module):
                 .contiguous(memory_format=torch.channels_last)
         terms = self.decoder.cond_terms(c if self.cfg.spatial_cond else None, maps)
         if not self.compose:
-            return self.decoder.decode(g, ctx, terms)
-        out = self.decoder.decode(g, ctx[:-1], terms)
+            return self.decoder.decode(g, skip_in, terms)
+        out = self.decoder.decode(g, skip_in[:-1], terms)
         C = self.cfg.channels
-        frame = ctx[-1].repeat_interleave(g.shape[0] // ctx[-1].shape[0], 0)
+        frame = skip_in[-1].repeat_interleave(g.shape[0] // skip_in[-1].shape[0], 0)
         if self.motion is None:
             rgb, mask = out[:, :C], out[:, C:]
             return mask * frame + (1 - mask) * rgb
@@ -269,35 +269,35 @@ class CVAE(nn.Module):
         # The skip context of each frame that gives skips, computed once however many steps share it.
         idx = [self._skip_index(t, n_past) for t in range(1, n_seq + 1)]
         sources = sorted(set(idx))   # includes n_past - 1, the skip frame of the steps below
-        ctx = [c.unflatten(0, (B, len(sources)))
-               for c in self.skip_context([_frames(s, sources).flatten(0, 1) for s in skips])]
+        skip_in = [c.unflatten(0, (B, len(sources)))
+               for c in self.skip_inputs([_frames(s, sources).flatten(0, 1) for s in skips])]
         if len(set(idx)) == 1:   # one source frame for every step: its context rows serve all of them
-            ctx_seq = [_frames(c, sources.index(idx[0])) for c in ctx]
+            skip_in_seq = [_frames(c, sources.index(idx[0])) for c in skip_in]
         else:
             pos = [sources.index(i) for i in idx]
-            ctx_seq = [_frames(c, pos).flatten(0, 1) for c in ctx]
+            skip_in_seq = [_frames(c, pos).flatten(0, 1) for c in skip_in]
         c_seq = torch.cat([cond[:, 1:n_seq + 1], _frames(cond, idx)], -1).flatten(0, 1)   # (B * n_seq, 2 cond)
         prev_seq = x[:, :n_seq].flatten(0, 1) if self.motion is not None else None   # frame t - 1 of step t
-        x_hat = [self.render(g.flatten(0, 1), ctx_seq, c_seq, prev_seq).unflatten(0, (B, n_seq))]
+        x_hat = [self.render(g.flatten(0, 1), skip_in_seq, c_seq, prev_seq).unflatten(0, (B, n_seq))]
         mu_ps, logvar_ps = [mu_p], [logvar_p]
 
         # Remaining steps feed back the model's own prediction (per sample where teacher forcing is off).
         prev = x_hat[0][:, -1]
         keep = tf[:, None]
-        ctx_fixed = [_frames(c, sources.index(n_past - 1)) for c in ctx]
+        skip_in_fixed = [_frames(c, sources.index(n_past - 1)) for c in skip_in]
         for t in range(n_seq + 1, T):
             h_pred, skip_pred = self.encode_frames(prev)
             h_prev = torch.where(keep, h[:, t - 1], h_pred)
             if self.cfg.last_frame_skip:
-                ctx_t = self.skip_context([torch.where(keep[:, :, None, None], s[:, t - 1], sp)
+                skip_in_t = self.skip_inputs([torch.where(keep[:, :, None, None], s[:, t - 1], sp)
                                            for s, sp in zip(skips, skip_pred)])
             else:
-                ctx_t = ctx_fixed
+                skip_in_t = skip_in_fixed
             (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
             g_t, p_state = self.predictor(torch.cat([h_prev, z[:, t - 1], cond[:, t]], -1), p_state)
             c_t = torch.cat([cond[:, t], cond[:, self._skip_index(t, n_past)]], -1)
             prev_t = torch.where(keep[:, :, None, None], x[:, t - 1], prev) if self.motion is not None else None
-            prev = self.render(g_t, ctx_t, c_t, prev_t)
+            prev = self.render(g_t, skip_in_t, c_t, prev_t)
             x_hat.append(prev[:, None])
             mu_ps.append(mu_p[:, None])
             logvar_ps.append(logvar_p[:, None])
@@ -321,7 +321,7 @@ class CVAE(nn.Module):
 
     # ---- prediction -------------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, x_past: torch.Tensor, cond: torch.Tensor, n_future: int, n_samples: int = 1,
+    def predict(self, x_past: torch.Tensor, cond: torch.Tensor, n_future: int, *, n_samples: int = 1,
                 z_mode: str = "sample", generator: torch.Generator | None = None) -> torch.Tensor:
         """Sample futures given the past.
 
@@ -341,7 +341,8 @@ class CVAE(nn.Module):
         h, skips = self.encode(x_past)
         S = n_samples
         h = h.repeat_interleave(S, 0)                              # (B*S, n_past, g): sample s of b is row b*S+s
-        ctx = self.skip_context([s[:, n_past - 1] for s in skips])  # B rows, each serving the S samples of one sequence
+        # B rows, each serving the S samples of one sequence
+        skip_in = self.skip_inputs([s[:, n_past - 1] for s in skips])
         cond = cond[:, :T].repeat_interleave(S, 0)
 
         def draw(mu, logvar):
@@ -361,11 +362,11 @@ class CVAE(nn.Module):
             (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
             g_t, p_state = self.predictor(torch.cat([h_prev, draw(mu_p, logvar_p), cond[:, t]], -1), p_state)
             src = t - 1 if self.cfg.last_frame_skip else n_past - 1
-            x_t = self.render(g_t, ctx, torch.cat([cond[:, t], cond[:, src]], -1), prev)
+            x_t = self.render(g_t, skip_in, torch.cat([cond[:, t], cond[:, src]], -1), prev)
             out.append(x_t)
             prev = x_t if prev is not None else None
             if t < T - 1:
                 h_prev, skip_t = self.encode_frames(x_t)
                 if self.cfg.last_frame_skip:
-                    ctx = self.skip_context(skip_t)
+                    skip_in = self.skip_inputs(skip_t)
         return torch.stack(out, 1).unflatten(0, (B, S))
