@@ -58,11 +58,21 @@ def test_other_splits_use_the_training_statistics(tmp_path):
     assert stats == train.stats
 
 
-def test_items_are_pure_functions_of_the_index(tmp_path):
+def test_items_do_not_depend_on_what_was_read_before_or_in_which_process(tmp_path):
+    """DataLoader workers each read their own share of the items, in any order, from a copy of the data set
+    (forked or pickled): an item must be the same wherever and whenever it is read."""
     make_tree(tmp_path)
     ds = VideoDataset(tmp_path, "train", 4)
-    a, b = ds[(2, 1)], ds[(2, 1)]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    pairs = [(2, 1), (0, 2), (3, 0), (2, 1), (1, 1)]
+    alone = {p: VideoDataset(tmp_path, "train", 4, stats=ds.stats)[p] for p in pairs[:1]}
+    for p in pairs[1:]:
+        ds[p]                                                    # reads in between
+    workers = torch.utils.data.DataLoader(ds, batch_size=1, sampler=pairs, num_workers=2)
+    by_workers = [b for b in workers]
+    for k in ("frames", "cond", "index"):
+        assert torch.equal(ds[(2, 1)][k], alone[(2, 1)][k])
+        for p, b in zip(pairs, by_workers):
+            assert torch.equal(b[k][0], ds[p][k]), (p, k)
 
 
 def test_window_sampler_is_seeded_per_epoch_and_disjoint_across_ranks():

@@ -38,8 +38,15 @@ def test_cyclical_kl_restarts_every_cycle():
     assert f(875) == pytest.approx(2.0)
 
 
-def test_schedules_are_pure_functions():
-    assert kl_weight(123, 1000, True, 0.5, 3) == kl_weight(123, 1000, True, 0.5, 3)
+def test_schedules_at_their_edges():
+    # a lower bound above the starting ratio never raises teacher forcing
+    assert teacher_forcing_ratio(30, tfr=0.2, start_decay_epoch=0, decay_step=0.1, lower_bound=0.5) == 0.2
+    # cycles that do not divide the run: each restarts at its own (fractional) boundary
+    f = lambda s: kl_weight(s, total_steps=1000, cyclical=True, ratio=1.0, n_cycles=3)
+    assert f(333) == pytest.approx(333 / (1000 / 3)) and f(334) == pytest.approx(1 / (1000 / 3), abs=1e-3)
+    # the weight is reached exactly at the end of the rise, and a zero maximum switches the KL term off
+    assert kl_weight(500, 1000, False, 0.5, 1) == 1.0 and kl_weight(499, 1000, False, 0.5, 1) < 1.0
+    assert kl_weight(700, 1000, False, 0.5, 1, max_weight=0.0) == 0.0
 
 
 def test_learning_rate_schedules():
