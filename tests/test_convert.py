@@ -13,7 +13,7 @@ from cvae_video.data import convert as conv
 from cvae_video.data import tfrecord as tfr
 from cvae_video.data.layout import list_trajectories
 from cvae_video.errors import ConfigError, DataError
-import tfrecord_writer as tfw
+import tfrecord_files as tfw
 from helpers import read_trajectory
 
 STEPS = 5
@@ -83,7 +83,7 @@ def test_records_round_trip_and_framing(tmp_path):
     payloads = [b"", b"x", bytes(range(256)) * 50]
     path = tmp_path / "a.tfrecords"
     assert tfw.write_records(path, payloads) == 3
-    assert list(tfr.iter_records(path)) == payloads
+    assert list(tfw.iter_records(path)) == payloads
     raw = path.read_bytes()
     # first record: length 0, masked CRC of the 8 length bytes, no payload, masked CRC of b""
     assert raw[:8] == bytes(8)
@@ -214,7 +214,7 @@ def test_flipped_payload_byte_names_file_and_record(release, tmp_path):
     with pytest.raises(DataError, match=r"traj_2_to_5\.tfrecords: record 2: corrupt"):  # raised in a worker
         conv.convert(src, tmp_path / "data2", validate_count=0, workers=2, progress=False)
     with pytest.raises(DataError, match="record 2: corrupt"):
-        list(tfr.iter_records(bad))
+        list(tfw.iter_records(bad))
 
 
 def test_flipped_header_byte_names_file_and_record(release, tmp_path):
@@ -234,7 +234,7 @@ def test_truncated_file_names_file_and_record(release, tmp_path):
         conv.convert(src, tmp_path / "data", validate_count=0, progress=False)
     bad.write_bytes(raw[: offset - 5])  # cut inside the header
     with pytest.raises(DataError, match="record 3: truncated"):
-        list(tfr.iter_records(bad))
+        list(tfw.iter_records(bad))
 
 
 def test_malformed_example_names_file_record_and_key(tmp_path):
@@ -335,7 +335,7 @@ def test_numpy_crc_fallback_reads_and_checks(monkeypatch, tmp_path):
     payloads = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (10, 370_000)]
     path = tmp_path / "f.tfrecords"
     tfw.write_records(path, payloads)
-    assert list(tfr.iter_records(path)) == payloads
+    assert list(tfw.iter_records(path)) == payloads
     _flip(path, _record_offset(path, 1) + 123_456)
     with pytest.raises(DataError, match="record 1: corrupt record"):
-        list(tfr.iter_records(path))
+        list(tfw.iter_records(path))

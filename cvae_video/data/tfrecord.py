@@ -207,19 +207,6 @@ def read_record(f: BinaryIO, span: RecordSpan, path, check_crc: bool = True) -> 
     return payload
 
 
-def iter_records(path: str | os.PathLike, check_crc: bool = True) -> Iterator[bytes]:
-    """Payloads of a TFRecord file in order; DataError naming file and record at the first bad or cut record."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        pos, index = 0, 0
-        while pos < size:
-            length = _read_header(f, path, index, pos, size, check_crc)
-            yield read_record(f, RecordSpan(index, pos + _HEADER, length), path, check_crc)
-            pos += _HEADER + length + _FOOTER
-            index += 1
-            f.seek(pos)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Protobuf wire format, the tf.train.Example subset
 

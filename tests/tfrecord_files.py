@@ -1,6 +1,8 @@
-"""The writing half of TFRecord and ``tf.train.Example``, which the package itself never needs: the tests make
-BAIR-like TFRecord files with it to convert, and check the package's reader against it."""
+"""Whole TFRecord files, written and read, which the package itself never needs (``cvae-data convert`` indexes
+records and reads them one by one): the tests make BAIR-like files with these to convert, and check the package's
+record and Example readers against them."""
 
+import os
 import struct
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -8,8 +10,22 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from cvae_video.data.convert import ACTION_KEY, IMAGE_KEY, POSITION_KEY
-from cvae_video.data.tfrecord import _I32, _LEN, _VARINT, iter_records, masked_crc32c, parse_example
+from cvae_video.data.tfrecord import _FOOTER, _HEADER, _I32, _LEN, _VARINT, RecordSpan, _read_header, masked_crc32c, \
+    parse_example, read_record
 from cvae_video.errors import DataError
+
+
+def iter_records(path: str | Path, check_crc: bool = True) -> Iterator[bytes]:
+    """Payloads of a TFRecord file in order; DataError naming file and record at the first bad or cut record."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        pos, index = 0, 0
+        while pos < size:
+            length = _read_header(f, path, index, pos, size, check_crc)
+            yield read_record(f, RecordSpan(index, pos + _HEADER, length), path, check_crc)
+            pos += _HEADER + length + _FOOTER
+            index += 1
+            f.seek(pos)
 
 
 def frame_record(payload: bytes) -> bytes:
