@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from cvae_video.data import layout
@@ -31,6 +32,19 @@ def write_small_synth(root, seq_len: int, n_train: int, n_validate: int, n_test:
 def fresh_copy(clean_root, tmp_path):
     """A copy of a clean data set in ``tmp_path``, for a test to break."""
     return shutil.copytree(clean_root, tmp_path / "data")
+
+
+def breakable_data(name: str, seq_len: int, n_train: int, n_validate: int, n_test: int, seed: int):
+    """Two fixtures for a test module that breaks data on purpose: ``clean_root``, a small data set made once per
+    module, and ``root``, a fresh copy of it for each test. Use as ``clean_root, root = breakable_data(...)``."""
+    @pytest.fixture(scope="module")
+    def clean_root(tmp_path_factory):
+        return write_small_synth(tmp_path_factory.mktemp(name) / "data", seq_len, n_train, n_validate, n_test, seed)
+
+    @pytest.fixture
+    def root(clean_root, tmp_path):
+        return fresh_copy(clean_root, tmp_path)
+    return clean_root, root
 
 
 def read_trajectory(traj_dir: Path, n_frames: int | None = None, size: int = layout.IMAGE_SIZE

@@ -14,22 +14,14 @@ from cvae_video.data import check, layout, problems
 from cvae_video.data.dataset import VideoDataset
 from cvae_video.data.cli import main
 from cvae_video.errors import DataError
-from helpers import fresh_copy, write_small_synth
+from helpers import breakable_data
 
 T = 6  # frames per trajectory of the test data set
 GROUP = "train/traj_0_to_5"
 LAYOUT_KINDS = {"missing_split", "empty_split", "empty_group", "stray_entry"}
 
 
-@pytest.fixture(scope="module")
-def clean_root(tmp_path_factory) -> Path:
-    return write_small_synth(tmp_path_factory.mktemp("check") / "data", T, 6, 2, 2, seed=1)
-
-
-@pytest.fixture
-def root(clean_root, tmp_path) -> Path:
-    """A fresh copy of the clean data set, to break."""
-    return fresh_copy(clean_root, tmp_path)
+clean_root, root = breakable_data("check", T, 6, 2, 2, seed=1)   # the data set, and a fresh copy per test to break
 
 
 def _scan(root: Path, **kw) -> check.Report:

@@ -26,7 +26,7 @@ from cvae_video.checkpoint import FORMAT
 from cvae_video.data import check, layout, problems
 from cvae_video.data.dataset import BadTrajectory, VideoDataset
 from cvae_video.models import CVAE
-from helpers import TINY_FLAGS, fresh_copy, write_small_synth
+from helpers import TINY_FLAGS, breakable_data
 
 SEQ = 8                                   # frames per trajectory of the small data set
 GROUP = "train/traj_0_to_5"
@@ -34,15 +34,7 @@ RUN_FLAGS = ["--epoch_size", "2", "--n_pictures", "0", "--val_sequences", "2", "
 TRAIN_LEN, VAL_LEN = 6, 6                 # n_past + n_future, n_past + n_eval of TINY_FLAGS
 
 
-@pytest.fixture(scope="module")
-def clean_root(tmp_path_factory) -> Path:
-    return write_small_synth(tmp_path_factory.mktemp("faults") / "data", SEQ, 6, 2, 1, seed=2)
-
-
-@pytest.fixture
-def root(clean_root, tmp_path) -> Path:
-    """A fresh copy of the small data set, to break."""
-    return fresh_copy(clean_root, tmp_path)
+clean_root, root = breakable_data("faults", SEQ, 6, 2, 1, seed=2)   # the data set, and a fresh copy per test to break
 
 
 def run_argv(root, log_dir, *extra) -> list[str]:
