@@ -81,7 +81,7 @@ class TrainConfig:
     val_every: int = 1
     device: str = ""                   # "", "cpu", "cuda", "cuda:1"; empty = cpu, or cuda with --cuda
     cuda: bool = False
-    precision: str = "fp32"
+    precision: str = "auto"            # auto: bf16 where it is faster (CUDA; a CPU by a start-up probe), else fp32
     channels_last: bool = True         # NHWC activations: faster convolutions on CPUs and tensor-core GPUs
     compile: bool = False              # torch.compile the training step (slower on the CPU here: off)
     sync_bn: bool = False              # under torchrun: BatchNorm statistics over all processes' batches

@@ -256,6 +256,15 @@ def _all_reduce_sum(values: list[float], world: World) -> list[float]:
     return t.tolist()
 
 
+def broadcast_object(value, world: World):
+    """Rank 0's ``value`` on every rank (a decision all ranks must share, such as the precision)."""
+    if not world.is_distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=world.device if world.device.type == "cuda" else None)
+    return box[0]
+
+
 def global_mean(values: np.ndarray, world: World) -> float:
     """The mean of ``values`` over the entries of all ranks (shards may differ in size or be empty)."""
     if not world.is_distributed:

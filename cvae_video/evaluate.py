@@ -27,7 +27,7 @@ from . import metrics
 from .data.dataset import frames_to_float
 from .errors import CvaeError, DataError
 from .fileio import atomic_write_json, atomic_write_text
-from .inference import Trained, open_trained
+from .inference import Trained, inference_precision, open_trained
 from .runtime import PRECISIONS, autocast, derive_seed, keep_freed_memory, resolve_device
 
 PROTOCOLS = {"lab": (2, 10), "svg": (2, 28)}
@@ -172,7 +172,7 @@ class EvalConfig:
     seed: int = 0
     device: str = ""
     cuda: bool = False
-    precision: str = "fp32"
+    precision: str = "auto"         # auto: bf16 where it is faster (CUDA; CPUs by a start-up probe), else fp32
     num_workers: int = 0
     channels_last: bool | None = None   # the model's memory format; None: as it was trained
     compile: bool = False            # torch.compile the prediction (worth it for long evaluations on a GPU)
@@ -205,9 +205,10 @@ def evaluate(ckpt_path: str, cfg: EvalConfig | None = None, progress: bool = Tru
     if cfg.n_samples < 1:
         raise CvaeError(f"--n_samples must be >= 1, got {cfg.n_samples}")
     device = resolve_device(cfg.device, cfg.cuda)
-    amp = autocast(device, cfg.precision)
     trained = open_trained(ckpt_path, device, cfg.channels_last)
     model = trained.model
+    precision = inference_precision(cfg.precision, model, n_past, "cvae-eval")
+    amp = autocast(device, precision)
     if cfg.compile:   # an instance attribute: score_split calls model.predict
         model.predict = torch.compile(model.predict)
     ds = _open_eval_split(trained, cfg, n_past, n_future)
@@ -224,13 +225,14 @@ def evaluate(ckpt_path: str, cfg: EvalConfig | None = None, progress: bool = Tru
     result = report(scores, mean_scores, shuffled_scores)
     result.update({"checkpoint": str(ckpt_path), "data_root": str(trained.data_root(cfg.data_root)),
                    "split": cfg.split, "protocol": cfg.protocol, "n_past": n_past, "seed": cfg.seed,
+                   "precision": precision,
                    "epoch": trained.ckpt.get("epoch"), "step": trained.ckpt.get("step")})
     return result
 
 
 def format_table(result: dict) -> str:
     lines = [f"{result['split']} split, {result['n_sequences']} sequences, {result['n_past']} -> "
-             f"{result['n_future']} frames, {result['n_samples']} sample(s) per sequence",
+             f"{result['n_future']} frames, {result['n_samples']} sample(s) per sequence, {result['precision']}",
              f"{'method':<26}{'PSNR':>8}{'±95%':>7}{'SSIM':>9}{'±95%':>8}"]
     for name, m in result["methods"].items():
         lines.append(f"{name:<26}{m['psnr']:8.2f}{m['psnr_ci95']:7.2f}{m['ssim']:9.4f}{m['ssim_ci95']:8.4f}")
@@ -270,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device)
     p.add_argument("--cuda", action="store_true")
-    p.add_argument("--precision", default=d.precision, choices=PRECISIONS)
+    p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
+                   help="auto: bf16 where it is faster on this device (CUDA; a CPU by a start-up probe), else fp32")
     p.add_argument("--num_workers", type=int, default=d.num_workers)
     p.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=d.channels_last,
                    help="channels-last memory format (default: as the model was trained)")

@@ -7,6 +7,8 @@ statistics it was trained with, predict a batch from a seeded generator, and dra
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from .checkpoint import inference_model, load_checkpoint
 from .data.dataset import ConditionStats, VideoDataset, frames_to_float
 from .errors import CvaeError, DataError
 from .models.svg import CVAE
+from .runtime import autocast, choose_precision
 
 
 @dataclass
@@ -50,6 +53,30 @@ class Trained:
         """The ``split`` of ``data_root`` (see :meth:`data_root`) in ``seq_len``-frame sequences, normalised with
         the model's statistics."""
         return VideoDataset(self.data_root(data_root), split, seq_len, stats=self.stats)
+
+
+def prediction_probe(model: CVAE, n_past: int) -> Callable[[str], object]:
+    """One short prediction (one sequence, two frames) at a given precision: what ``choose_precision`` times to
+    decide ``auto`` for inference on the CPU."""
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(0)
+    cfg = model.cfg
+    x = torch.rand(1, n_past, cfg.channels, 64, 64, generator=g).to(device)
+    cond = torch.randn(1, n_past + 2, cfg.cond_dim, generator=g).to(device)
+
+    @torch.inference_mode()
+    def run(precision: str):
+        with autocast(device, precision):
+            return model.predict(x, cond, 2, generator=torch.Generator(device).manual_seed(0))
+    return run
+
+
+def inference_precision(requested: str, model: CVAE, n_past: int, script: str) -> str:
+    """``requested``, with ``auto`` resolved for this model on its device (said once on stderr)."""
+    choice = choose_precision(requested, next(model.parameters()).device, prediction_probe(model, n_past))
+    if requested == "auto":
+        print(f"{script}: {choice.describe()}", file=sys.stderr)
+    return choice.precision
 
 
 def open_trained(path: str | os.PathLike, device: torch.device, channels_last: bool | None = None) -> Trained:

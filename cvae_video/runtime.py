@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import platform
 import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -14,7 +18,8 @@ import torch
 from .errors import ConfigError
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-PRECISIONS = ("fp32", *_AMP_DTYPES)
+EXPLICIT_PRECISIONS = ("fp32", *_AMP_DTYPES)
+PRECISIONS = ("auto", *EXPLICIT_PRECISIONS)
 
 
 def resolve_device(device: str = "", cuda: bool = False) -> torch.device:
@@ -65,9 +70,11 @@ def keep_freed_memory() -> bool:
 
 
 def autocast(device: torch.device, precision: str):
-    """An autocast context for bf16/fp16, or a no-op for fp32."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r}: must be one of {PRECISIONS}")
+    """An autocast context for bf16/fp16, or a no-op for fp32 (``auto`` must be resolved first, see
+    :func:`choose_precision`)."""
+    if precision not in EXPLICIT_PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: must be one of {EXPLICIT_PRECISIONS} here (resolve 'auto' with "
+                          f"choose_precision first)")
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[precision])
@@ -76,6 +83,82 @@ def autocast(device: torch.device, precision: str):
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """A GradScaler that is active only for fp16 (bf16 has fp32's exponent range and needs none)."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+# bf16 is chosen on the CPU only when the probe finds it this much faster than fp32: fp32's numerics are the safer
+# default, and a smaller gain is within the noise of a short measurement on a shared machine
+BF16_MARGIN = 0.95
+
+
+@dataclass
+class PrecisionChoice:
+    """What :func:`choose_precision` decided, and why (``times``: seconds per probe call, when it measured)."""
+    precision: str
+    requested: str
+    reason: str
+    times: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if self.requested != "auto":
+            return f"precision {self.precision}"
+        return f"precision auto: {self.precision} ({self.reason})"
+
+
+def cpu_name() -> str:
+    """The processor's model name (``lscpu``'s), or the platform's description where Linux does not tell."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def time_precisions(probe: Callable[[str], object], precisions=("fp32", "bf16"), budget_s: float = 0.5,
+                    rounds: int = 3) -> dict[str, float]:
+    """The best time of ``probe(precision)`` per precision: one untimed call each, then up to ``rounds`` rounds that
+    alternate the precisions (so a machine that slows down mid-way slows both), fewer once ``budget_s`` is spent."""
+    for p in precisions:
+        probe(p)
+    best = {p: math.inf for p in precisions}
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for p in precisions:
+            t0 = time.perf_counter()
+            probe(p)
+            best[p] = min(best[p], time.perf_counter() - t0)
+        if time.perf_counter() - start > budget_s:
+            break
+    return best
+
+
+def choose_precision(requested: str, device: torch.device, probe: Callable[[str], object] | None = None
+                     ) -> PrecisionChoice:
+    """The precision to run in. An explicit ``fp32``/``bf16``/``fp16`` is kept. ``auto``: on CUDA, bf16 where the
+    device supports it, else fp16 (with the gradient scaler); on the CPU, bf16 only if ``probe`` (one short call of
+    the model's own work at a precision) runs at most ``BF16_MARGIN`` of its fp32 time, else fp32.
+
+    Whether bf16 pays on a CPU depends on the processor: with AMX or fast avx512_bf16 kernels it can be twice as
+    fast as fp32, without them slower; so it is measured, not assumed.
+    """
+    if requested not in PRECISIONS:
+        raise ConfigError(f"precision {requested!r}: must be one of {PRECISIONS}")
+    if requested != "auto":
+        return PrecisionChoice(requested, requested, "asked for")
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return PrecisionChoice("bf16", "auto", f"{torch.cuda.get_device_name(device)} supports bf16")
+        return PrecisionChoice("fp16", "auto", f"{torch.cuda.get_device_name(device)} has no bf16; fp16 with a "
+                                               f"gradient scaler")
+    if probe is None:
+        return PrecisionChoice("fp32", "auto", "nothing to measure")
+    with torch.random.fork_rng(devices=[]):   # the probe's random draws must not move the run's RNG
+        times = time_precisions(probe)
+    ratio = times["bf16"] / times["fp32"]
+    chosen = "bf16" if ratio <= BF16_MARGIN else "fp32"
+    return PrecisionChoice(chosen, "auto", f"{cpu_name()}: bf16 took {ratio:.2f}x the time of fp32 in a start-up "
+                                           f"probe", times)
 
 
 def seed_everything(seed: int) -> None:

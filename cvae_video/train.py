@@ -9,12 +9,14 @@ Under ``torchrun`` the same loop trains with DistributedDataParallel; see :mod:`
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
@@ -33,7 +35,7 @@ from .evaluate import score_split
 from .fileio import atomic_write_json, atomic_write_text, read_json_lines, remove_stale_temp_files
 from .inference import predict_batch, save_pictures, take_batch
 from .models.svg import CVAE
-from .runtime import autocast, derive_seed, grad_scaler, keep_freed_memory, seed_everything
+from .runtime import autocast, choose_precision, derive_seed, grad_scaler, keep_freed_memory, seed_everything
 from .schedules import kl_weight, learning_rate, teacher_forcing_ratio
 
 KEEP_PICTURES = 5
@@ -194,7 +196,8 @@ class RunState:
 
     def restore(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
         optimizer.load_state_dict(self.optimizer)
-        scaler.load_state_dict(self.scaler)
+        if self.scaler:   # empty when saved by a disabled scaler (not fp16), which an fp16 run's cannot load
+            scaler.load_state_dict(self.scaler)
         set_rng_state(self.rng)
 
     def to_dict(self) -> dict:
@@ -342,8 +345,9 @@ def start_run(cfg: TrainConfig, checkpoint: Path | None, overwrite: bool) -> Run
     model = CVAE(cfg.model_config(cond_dim=train_ds.conditions[0].shape[1])).to(world.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    precision = _run_precision(cfg, model, world, ckpt, log_dir)
     optimizer = build_optimizer(cfg, model.parameters())
-    scaler = grad_scaler(world.device, cfg.precision)
+    scaler = grad_scaler(world.device, precision)
     step_model = distributed.wrap_model(model, cfg, world)   # sync_bn, DDP (several processes), torch.compile
     if ckpt is not None:
         load_model_state(model, ckpt["model"], str(checkpoint))
@@ -360,9 +364,51 @@ def start_run(cfg: TrainConfig, checkpoint: Path | None, overwrite: bool) -> Run
                         num_workers=cfg.num_workers, pin_memory=world.device.type == "cuda",
                         persistent_workers=cfg.num_workers > 0, generator=torch.Generator())
     val_loader = distributed.shard_loader(val_ds, cfg.val_batch_size, world)   # this rank's batches
-    return Run(cfg, world, log_dir, model, step_model, optimizer, scaler, autocast(world.device, cfg.precision),
-               sampler, loader, val_ds, val_loader, state, cfg.to_dict() | {"resolved_data_root": str(root)},
+    resolved = {"resolved_data_root": str(root), "resolved_precision": precision,
+                "resolved_device": world.device.type}
+    return Run(cfg, world, log_dir, model, step_model, optimizer, scaler, autocast(world.device, precision),
+               sampler, loader, val_ds, val_loader, state, cfg.to_dict() | resolved,
                train_ds.stats.to_dict(), (checkpoint, state.epoch, state.step) if ckpt is not None else None)
+
+
+def training_probe(model: CVAE, cfg: TrainConfig) -> Callable[[str], object]:
+    """One forward and backward pass of a copy of ``model`` on one random sequence of ``n_past + 1`` frames, at a
+    given precision: what ``choose_precision`` times to decide ``auto`` on the CPU. The copy is made on first use."""
+    copy_of: list[CVAE] = []
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(0)
+    T = cfg.n_past + 1
+    x = torch.rand(1, T, model.cfg.channels, 64, 64, generator=g).to(device)
+    cond = torch.randn(1, T, model.cfg.cond_dim, generator=g).to(device)
+
+    def run(precision: str):
+        if not copy_of:
+            copy_of.append(copy.deepcopy(model).train())
+        probe = copy_of[0]
+        with autocast(device, precision):
+            out = probe(x, cond, cfg.n_past, True)
+        (out["recon"] + out["kl"]).backward()
+        probe.zero_grad(set_to_none=True)
+    return run
+
+
+def _run_precision(cfg: TrainConfig, model: CVAE, world: distributed.World, ckpt: dict | None, log_dir: Path) -> str:
+    """The precision the run trains in: ``cfg.precision``, with ``auto`` decided once for this model and device
+    (the same on every rank), said on stderr and noted in config.toml. A resumed ``auto`` run keeps the precision it
+    started with, unless it continues on another kind of device."""
+    saved = (ckpt or {}).get("train_config", {})
+    note = ""
+    if cfg.precision == "auto" and saved.get("resolved_precision"):
+        if saved.get("resolved_device") == world.device.type:
+            return saved["resolved_precision"]
+        note = (f"the run trained in {saved['resolved_precision']} on {saved.get('resolved_device', '?')} and now "
+                f"continues on {world.device.type}; ")
+    choice = choose_precision(cfg.precision, world.device, training_probe(model, cfg))
+    choice = distributed.broadcast_object(choice, world)
+    if cfg.precision == "auto" and world.is_main:
+        print(f"cvae-train: {note}{choice.describe()}", file=sys.stderr)
+        atomic_write_text(log_dir / "config.toml", config_mod.to_toml(cfg) + f"# {note}{choice.describe()}\n")
+    return choice.precision
 
 
 def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:

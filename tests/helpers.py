@@ -13,7 +13,8 @@ from cvae_video.models import CVAE, ModelConfig
 # Small enough to train a few steps in a second on a 2-core CPU.
 TINY_MODEL = dict(backbone="dcgan", width=0.125, g_dim=16, z_dim=4, rnn_size=16)
 TINY_FLAGS = ["--backbone", "dcgan", "--width", "0.125", "--g_dim", "16", "--z_dim", "4", "--rnn_size", "16",
-              "--batch_size", "4", "--num_workers", "0", "--n_future", "4", "--n_eval", "4", "--no_progress"]
+              "--batch_size", "4", "--num_workers", "0", "--n_future", "4", "--n_eval", "4", "--no_progress",
+              "--precision", "fp32"]   # fixed, so that runs compare exactly (auto decides by timing)
 
 
 def tiny_model(**kw) -> CVAE:

@@ -75,7 +75,7 @@ def test_eval_json(run_dir, synth_root, tmp_path, capsys):
 
 
 def test_eval_is_deterministic_given_seed(run_dir, synth_root):
-    cfg = evaluate.EvalConfig(data_root=str(synth_root), n_samples=2, seed=3)
+    cfg = evaluate.EvalConfig(data_root=str(synth_root), n_samples=2, seed=3, precision="fp32")
     a = evaluate.evaluate(str(run_dir / "best.pt"), cfg, progress=False)
     b = evaluate.evaluate(str(run_dir / "best.pt"), cfg, progress=False)
     assert a["methods"] == b["methods"]
@@ -104,7 +104,7 @@ def test_make_gif_precision_reaches_the_prediction(run_dir, synth_root, tmp_path
     monkeypatch.setattr(make_gif, "autocast", spy)
     argv = ["--ckpt", str(run_dir / "best.pt"), "--data_root", str(synth_root), "--indices", "1", "--n_samples", "2"]
     assert make_gif.main([*argv, "--out", str(tmp_path / "bf16"), "--precision", "bf16"]) == 0
-    assert make_gif.main([*argv, "--out", str(tmp_path / "fp32")]) == 0
+    assert make_gif.main([*argv, "--out", str(tmp_path / "fp32"), "--precision", "fp32"]) == 0
     assert seen == ["bf16", "fp32"]
     bf16, fp32 = (np.asarray(Image.open(tmp_path / p / "seq1_grid.png")) for p in ("bf16", "fp32"))
     assert bf16.shape == fp32.shape and not np.array_equal(bf16, fp32)   # bf16 arithmetic draws other pixels
@@ -177,7 +177,7 @@ def test_compiled_training_and_evaluation(synth_root, tmp_path):
                        "2", "--compile", "--no_progress", *TINY_FLAGS]) == 0
     ckpt = str(log_dir / "last.pt")
     assert not any(k.startswith("_orig_mod.") for k in load_checkpoint(ckpt)["model"])
-    cfg = evaluate.EvalConfig(data_root=str(synth_root), n_samples=2, max_sequences=4)
+    cfg = evaluate.EvalConfig(data_root=str(synth_root), n_samples=2, max_sequences=4, precision="fp32")
     eager = evaluate.evaluate(ckpt, cfg, progress=False)
     compiled = evaluate.evaluate(ckpt, replace(cfg, compile=True), progress=False)
     assert compiled["psnr"] == pytest.approx(eager["psnr"], abs=1e-3)
@@ -185,7 +185,7 @@ def test_compiled_training_and_evaluation(synth_root, tmp_path):
 
 
 def test_eval_memory_format_does_not_change_the_scores(run_dir, synth_root):
-    cfg = evaluate.EvalConfig(data_root=str(synth_root), n_samples=2, max_sequences=4)
+    cfg = evaluate.EvalConfig(data_root=str(synth_root), n_samples=2, max_sequences=4, precision="fp32")
     nhwc = evaluate.evaluate(str(run_dir / "best.pt"), replace(cfg, channels_last=True), progress=False)
     nchw = evaluate.evaluate(str(run_dir / "best.pt"), replace(cfg, channels_last=False), progress=False)
     assert nhwc["psnr"] == pytest.approx(nchw["psnr"], abs=1e-4)

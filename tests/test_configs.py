@@ -7,7 +7,7 @@ import torch
 
 from cvae_video import config as config_mod
 from cvae_video.models import CVAE
-from cvae_video.runtime import autocast, grad_scaler
+from cvae_video.runtime import autocast, choose_precision, grad_scaler
 from cvae_video.train import build_optimizer, train_step
 
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
@@ -53,8 +53,9 @@ def test_config_builds_and_runs_one_step(path):
     T = cfg.n_past + cfg.n_future
     batch = {"frames": torch.randint(0, 256, (2, T, 3, 64, 64), dtype=torch.uint8), "cond": torch.randn(2, T, 7)}
     before = [p.detach().clone() for p in model.parameters()]
-    logs = train_step(model, opt, grad_scaler(device, cfg.precision), batch, cfg, beta=0.5, tfr=cfg.tfr,
-                      device=device, amp=autocast(device, cfg.precision))
+    precision = choose_precision(cfg.precision, device).precision   # auto without a probe: fp32
+    logs = train_step(model, opt, grad_scaler(device, precision), batch, cfg, beta=0.5, tfr=cfg.tfr,
+                      device=device, amp=autocast(device, precision))
     assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
