@@ -43,15 +43,18 @@ _LOADER_STREAM = 3   # derive_seed tag of the training loader's generator (distr
 
 
 def resolve_data_root(cfg: TrainConfig) -> Path:
-    """The data set to train on: ``data_root``, or the synthetic push world generated once into a cache."""
+    """The data set to train on: ``data_root``, or the synthetic push world, generated and packed once into a cache
+    (``CVAE_VIDEO_CACHE``, default ``~/.cache/cvae_video``)."""
     if cfg.data_root:
         root = Path(cfg.data_root)
         if not root.is_dir():
             raise DataError(f"--data_root {root}: folder not found")
         return root
-    from .data import synth
+    from .data import pack, synth
     cache = Path(os.environ.get("CVAE_VIDEO_CACHE", Path.home() / ".cache" / "cvae_video"))
-    return Path(synth.ensure_synth_dataset(cache, n_train=cfg.synth_n_train, seed=cfg.synth_seed))
+    root = Path(synth.ensure_synth_dataset(cache, n_train=cfg.synth_n_train, seed=cfg.synth_seed))
+    pack.pack(root)   # the memory-mapped cache (each split once; skipped when up to date): loading without PNG decoding
+    return root
 
 
 def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:

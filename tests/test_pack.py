@@ -153,3 +153,25 @@ def test_cli_pack(root, capsys):
 
     assert cli.main(["pack", "--data_root", str(root), "--splits", "nosuch", "--no_progress"]) == 1
     assert "nosuch" in capsys.readouterr().err
+
+
+def test_the_built_in_data_set_is_packed_for_a_run(tmp_path, monkeypatch):
+    """cvae-train without --data_root generates the push world once and packs it, so a run never decodes PNGs."""
+    from cvae_video import train
+    from cvae_video.config import TrainConfig
+    from helpers import write_small_synth
+    made = []
+
+    def fake_ensure(cache, n_train, seed):
+        made.append(cache)
+        root = cache / "push_world_x"
+        return root if root.is_dir() else write_small_synth(root, 8, n_train, 2, 2, seed)
+    monkeypatch.setattr(synth, "ensure_synth_dataset", fake_ensure)
+    monkeypatch.setenv("CVAE_VIDEO_CACHE", str(tmp_path))
+    root = train.resolve_data_root(TrainConfig(synth_n_train=3))
+    assert made == [tmp_path] and root == tmp_path / "push_world_x"
+    for split in layout.SPLITS:
+        assert VideoDataset(root, split, 4, use_packed=True).packed is not None
+    stamp = (packed.packed_dir(root, "train") / packed.INDEX_FILE).stat().st_mtime_ns
+    train.resolve_data_root(TrainConfig(synth_n_train=3))        # up to date: not packed again
+    assert (packed.packed_dir(root, "train") / packed.INDEX_FILE).stat().st_mtime_ns == stamp
