@@ -46,13 +46,17 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from cvae_video.config import TrainConfig
 from cvae_video.data.dataset import frames_to_float
+from cvae_video.inference import prediction_probe
 from cvae_video.models.rnn import gaussian_kl
 from cvae_video.models.svg import CVAE, ModelConfig
-from cvae_video.runtime import PRECISIONS, autocast, grad_scaler, keep_freed_memory, resolve_device
-from cvae_video.train import build_optimizer, train_step
+from cvae_video.runtime import PRECISIONS, autocast, choose_precision, cpu_name, grad_scaler, keep_freed_memory, \
+    resolve_device
+from cvae_video.train import build_optimizer, train_step, training_probe
 
 QUICK = dict(width=0.125, batch_size=2, g_dim=16, z_dim=4, rnn_size=16, n_samples=2, steps=1, warmup=1,
              eval_repeats=1, unbatched_sequences=2, load_trajectories=8, load_seconds=0.2, threads=1)
@@ -189,15 +193,64 @@ def _batch(args, device) -> dict:
             "cond": torch.randn(args.batch_size, T, 7, generator=g)}
 
 
+class OpCounter(TorchDispatchMode):
+    """Counts the aten operations dispatched inside the block (every kernel launch a GPU would see)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_step(step) -> dict:
+    """Operations and floating-point operations of one call of ``step`` (already warmed up)."""
+    with OpCounter() as ops:
+        step()
+    with FlopCounterMode(display=False) as flops:
+        step()
+    return {"ops": ops.count, "flops": flops.get_total_flops()}
+
+
 def measure_train(args, device, precision: str) -> dict:
+    """The training step at ``precision``; ``auto`` is first resolved as cvae-train resolves it (the probe's time
+    and choice are reported)."""
     with PeakMemory(device) as mem:
         cfg, model = _build(args, device, args.channels_last)
+        chose = {}
+        if precision == "auto":
+            t0 = time.perf_counter()
+            choice = choose_precision("auto", device, training_probe(model, cfg))
+            chose = {"chose": choice.precision, "probe_s": time.perf_counter() - t0, "probe_times_s": choice.times}
+            precision = choice.precision
         optimizer = build_optimizer(cfg, model.parameters())
         scaler, amp = grad_scaler(device, precision), autocast(device, precision)
         batch = _batch(args, device)
-        times = _timed(lambda: train_step(model, optimizer, scaler, batch, cfg, beta=1.0, tfr=1.0, device=device,
-                                          amp=amp), device, args.warmup, args.steps)
-    return {"times_s": times, "step_s": statistics.median(times), "peak_memory_mb": mem.mb}
+
+        def step():
+            return train_step(model, optimizer, scaler, batch, cfg, beta=1.0, tfr=1.0, device=device, amp=amp)
+        times = _timed(step, device, args.warmup, args.steps)
+    return {"times_s": times, "step_s": statistics.median(times), "peak_memory_mb": mem.mb, **chose,
+            **count_step(step)}
+
+
+def measure_conv(args, device, precision: str) -> dict:
+    """This machine's convolution throughput: one 3x3 convolution, 64 -> 64 channels at 64x64 (the costliest layers
+    of the lab model), batch ``--batch_size``, channels-last, forward and both backward passes, at ``precision``."""
+    n, c, s = args.batch_size, 64, 64
+    conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False).to(device).to(memory_format=torch.channels_last)
+    x = torch.randn(n, c, s, s, device=device).to(memory_format=torch.channels_last).requires_grad_()
+    amp = autocast(device, precision)
+
+    def step():
+        with amp:
+            y = conv(x)
+        y.float().sum().backward()
+    times = _timed(step, device, 2, max(3, args.steps))
+    flops = 3 * 2 * n * s * s * c * c * 9   # forward, input gradient, weight gradient
+    return {"step_s": statistics.median(times), "gflop_per_s": flops / statistics.median(times) / 1e9}
 
 
 def measure_yardstick(args, device) -> dict:
@@ -207,9 +260,10 @@ def measure_yardstick(args, device) -> dict:
         batch = _batch(args, device)
         x = frames_to_float(batch["frames"].to(device))
         cond = batch["cond"].to(device)
-        times = _timed(lambda: yardstick_step(model, optimizer, x, cond, args.n_past), device, args.warmup,
-                       args.steps)
-    return {"times_s": times, "step_s": statistics.median(times), "peak_memory_mb": mem.mb}
+        def step():
+            return yardstick_step(model, optimizer, x, cond, args.n_past)
+        times = _timed(step, device, args.warmup, args.steps)
+    return {"times_s": times, "step_s": statistics.median(times), "peak_memory_mb": mem.mb, **count_step(step)}
 
 
 def measure_predict(args, device, precision: str) -> dict:
@@ -219,6 +273,10 @@ def measure_predict(args, device, precision: str) -> dict:
         batch = _batch(args, device)
         x_past = frames_to_float(batch["frames"][:, :args.n_past].to(device))
         cond = batch["cond"].to(device)
+        chose = {}
+        if precision == "auto":
+            choice = choose_precision("auto", device, prediction_probe(model, args.n_past))
+            precision, chose = choice.precision, {"chose": choice.precision}
         amp = autocast(device, precision)
         gen = torch.Generator(device).manual_seed(0)
         S = args.n_samples
@@ -246,7 +304,7 @@ def measure_predict(args, device, precision: str) -> dict:
     return {"batched_s": t_batched, "looped_s": t_looped, "seq_per_s": n / t_batched,
             "seq_per_s_looped": n / t_looped, "batched_speedup": t_looped / t_batched,
             "seq_per_s_unbatched": n_single / t_single, "unbatched_speedup": n / t_batched / (n_single / t_single),
-            "peak_memory_mb": mem.mb}
+            "peak_memory_mb": mem.mb, **chose}
 
 
 def measure_load(args, device, source: str) -> dict:
@@ -280,6 +338,8 @@ def run_one(args, kind: str, variant: str) -> dict:
         return measure_predict(args, device, variant)
     if kind == "yardstick":
         return measure_yardstick(args, device)
+    if kind == "conv":
+        return measure_conv(args, device, variant)
     return measure_load(args, device, variant)
 
 
@@ -326,7 +386,7 @@ def machine_info(device: torch.device) -> dict:
         text = Path("/proc/cpuinfo").read_text()
         names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
         flags = next((line for line in text.splitlines() if line.startswith("flags")), "").split()
-        info["cpu"] = names[0] if names else info["cpu"]
+        info["cpu"] = cpu_name() if names else info["cpu"]
         info["cpu_bf16"] = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
     except (OSError, IndexError):
         pass
@@ -338,15 +398,21 @@ def machine_info(device: torch.device) -> dict:
 def format_table(res: dict) -> str:
     rows = [("measurement", "precision", "time (s)", "seq/s", "peak MB", "note")]
     mem = res["peak_memory_mb"]
+    chose = res.get("auto_chose", {})
     for p, t in res["train_step_s"].items():
         ratio = res["yardstick_ratio"][p]
-        rows.append(("train step", p, f"{t:.4f}", f"{res['train_seq_per_s'][p]:.1f}", f"{mem[f'train_{p}']:.0f}",
-                     f"yardstick/step {ratio:.2f}x"))
+        shown = f"auto={chose['train']}" if p == "auto" else p
+        rows.append(("train step", shown, f"{t:.4f}", f"{res['train_seq_per_s'][p]:.1f}",
+                     f"{mem[f'train_{p}']:.0f}",
+                     f"yardstick/step {ratio:.2f}x, {res['train_ops_per_step'][p]} ops, "
+                     f"{res['train_gflop_per_s'][p]:.0f} GFLOP/s = {100 * res['conv_efficiency'][p]:.0f}% of conv"))
+    for p, g in res["conv_gflop_per_s"].items():
+        rows.append(("3x3 conv 64->64", p, "-", "-", "-", f"{g:.0f} GFLOP/s (forward + backward)"))
     rows.append(("yardstick step", "fp32", f"{res['yardstick_step_s']:.4f}",
                  f"{res['batch_size'] / res['yardstick_step_s']:.1f}", f"{mem['yardstick']:.0f}",
-                 "per-frame calls, NCHW"))
+                 f"per-frame calls, NCHW, {res['yardstick_ops_per_step']} ops"))
     for p, v in res["eval_seq_per_s"].items():
-        rows.append(("predict batched", p, f"{res['predict_batched_s'][p]:.4f}", f"{v:.1f}",
+        rows.append(("predict batched", f"auto={chose['predict']}" if p == "auto" else p, f"{res['predict_batched_s'][p]:.4f}", f"{v:.1f}",
                      f"{mem[f'predict_{p}']:.0f}", f"{res['eval_batched_speedup'][p]:.2f}x vs "
                      f"{res['n_samples']} single-sample calls, {res['eval_unbatched_speedup'][p]:.2f}x vs "
                      f"1 sequence x 1 sample per call ({res['eval_seq_per_s_unbatched'][p]:.1f} seq/s)"))
@@ -377,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--z_dim", type=int, default=64)
     p.add_argument("--rnn_size", type=int, default=256)
     p.add_argument("--prior", default="fixed")
-    p.add_argument("--precision", default="fp32,bf16", help="comma-separated list, each measured")
+    p.add_argument("--precision", default="fp32,bf16,auto", help="comma-separated list, each measured (auto: "
+                   "resolved as cvae-train resolves it, then timed)")
     p.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
                    help="model in channels-last memory format (the training default); the yardstick is NCHW")
     p.add_argument("--steps", type=int, default=5, help="timed training steps (median reported)")
@@ -431,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.data_root, packed_ok = prepare_data(args, tmp)
         train = {p: measure("train", p) for p in precisions}
+        conv_precisions = sorted({r.get("chose", p) for p, r in train.items()})
+        conv = {p: measure("conv", p) for p in conv_precisions}
         yard = measure("yardstick", "fp32")
         pred = {p: measure("predict", p) for p in precisions}
         load = {"png": measure("load", "png"), "packed": measure("load", "packed") if packed_ok else None}
@@ -449,6 +518,16 @@ def main(argv: list[str] | None = None) -> int:
         "train_seq_per_s": {p: args.batch_size / r["step_s"] for p, r in train.items()},
         "yardstick_step_s": yard["step_s"],
         "yardstick_ratio": {p: yard["step_s"] / r["step_s"] for p, r in train.items()},
+        "auto_chose": {kind: r["chose"] for kind, r in (("train", train.get("auto")), ("predict", pred.get("auto")))
+                       if r},
+        "auto_probe_s": train["auto"]["probe_s"] if "auto" in train else None,
+        "train_ops_per_step": {p: r["ops"] for p, r in train.items()},
+        "yardstick_ops_per_step": yard["ops"],
+        "train_flops_per_step": train[precisions[0]]["flops"],
+        "conv_gflop_per_s": {p: r["gflop_per_s"] for p, r in conv.items()},
+        "train_gflop_per_s": {p: r["flops"] / r["step_s"] / 1e9 for p, r in train.items()},
+        "conv_efficiency": {p: r["flops"] / r["step_s"] / 1e9 / conv[r.get("chose", p)]["gflop_per_s"]
+                            for p, r in train.items()},
         "eval_seq_per_s": {p: r["seq_per_s"] for p, r in pred.items()},
         "eval_seq_per_s_looped": {p: r["seq_per_s_looped"] for p, r in pred.items()},
         "eval_batched_speedup": {p: r["batched_speedup"] for p, r in pred.items()},

@@ -31,13 +31,19 @@ def test_quick_run_writes_every_number(tmp_path):
     assert "train step" in proc.stdout and "yardstick" in proc.stdout
     res = json.loads(out.read_text())
     for key in ("train_step_s", "train_seq_per_s", "eval_seq_per_s", "eval_seq_per_s_looped",
-                "eval_batched_speedup", "eval_seq_per_s_unbatched", "eval_unbatched_speedup", "yardstick_ratio"):
-        assert set(res[key]) == {"fp32", "bf16"}, key
+                "eval_batched_speedup", "eval_seq_per_s_unbatched", "eval_unbatched_speedup", "yardstick_ratio",
+                "train_ops_per_step", "train_gflop_per_s", "conv_efficiency"):
+        assert set(res[key]) == {"fp32", "bf16", "auto"}, key
         assert all(positive(v) for v in res[key].values()), key
-    for key in ("load_seq_per_s_png", "load_seq_per_s_packed", "yardstick_step_s", "load_packed_speedup"):
+    for key in ("load_seq_per_s_png", "load_seq_per_s_packed", "yardstick_step_s", "load_packed_speedup",
+                "auto_probe_s", "train_flops_per_step", "yardstick_ops_per_step"):
         assert positive(res[key]), key
-    assert set(res["peak_memory_mb"]) == {"train_fp32", "train_bf16", "yardstick", "predict_fp32",
-                                          "predict_bf16", "load_png", "load_packed"}
+    assert set(res["auto_chose"]) == {"train", "predict"} and set(res["auto_chose"].values()) <= {"fp32", "bf16"}
+    assert set(res["conv_gflop_per_s"]) == {res["auto_chose"]["train"], "fp32", "bf16"}
+    # one fused step dispatches far fewer operations than the frame-by-frame yardstick
+    assert res["train_ops_per_step"]["fp32"] < res["yardstick_ops_per_step"] / 2
+    measured = {f"{kind}_{p}" for kind in ("train", "predict") for p in ("fp32", "bf16", "auto")}
+    assert set(res["peak_memory_mb"]) == measured | {"yardstick", "load_png", "load_packed"}
     assert all(v >= 0 for v in res["peak_memory_mb"].values())   # growth: a cached allocator may need none
 
 
