@@ -31,6 +31,7 @@ from .inference import Trained, inference_precision, open_trained
 from .runtime import PRECISIONS, autocast, derive_seed, keep_freed_memory, resolve_device
 
 PROTOCOLS = {"lab": (2, 10), "svg": (2, 28)}
+METRIC_KEYS = ("psnr", "ssim", "lpips")   # lpips only with --lpips
 
 
 def derangement(n: int, seed: int) -> np.ndarray:
@@ -67,8 +68,9 @@ class ShuffledConditions(Dataset):
 @torch.inference_mode()
 def score_split(model, loader, device: torch.device, *, n_past: int, n_future: int, n_samples: int = 1,
                 z_mode: str = "sample", seed: int = 0, amp=None, progress: bool = False,
-                with_kl: bool = True) -> dict[str, np.ndarray]:
-    """Per-frame PSNR/SSIM of every sequence of ``loader``.
+                with_kl: bool = True, lpips=None) -> dict[str, np.ndarray]:
+    """Per-frame PSNR/SSIM (and, given an :class:`~cvae_video.perceptual.LPIPS`, LPIPS) of every sequence of
+    ``loader``.
 
     Returns arrays: ``psnr``/``ssim`` (N, S, F) of the model's samples, ``base_psnr``/``base_ssim`` (N, F) of
     copy-last-frame, ``diversity`` (N, F), the standard deviation across the samples averaged over pixels (zero
@@ -80,7 +82,8 @@ def score_split(model, loader, device: torch.device, *, n_past: int, n_future: i
     model.eval()
     amp = amp or nullcontext()
     gen = torch.Generator(device)
-    out = {"psnr": [], "ssim": [], "base_psnr": [], "base_ssim": [], "diversity": [], "kl": []}
+    out = {"psnr": [], "ssim": [], "base_psnr": [], "base_ssim": [], "diversity": [], "kl": [], "lpips": [],
+           "base_lpips": []}
     for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
         gen.manual_seed(derive_seed(seed, int(batch["index"][0])))
         x = frames_to_float(batch["frames"].to(device))             # (B, T, C, H, W)
@@ -101,10 +104,15 @@ def score_split(model, loader, device: torch.device, *, n_past: int, n_future: i
         base = metrics.copy_last_baseline(x[:, :n_past + n_future], n_past)
         out["base_psnr"].append(metrics.psnr(base, gt).cpu())
         out["base_ssim"].append(metrics.ssim(base, gt).cpu())
+        if lpips is not None:
+            out["lpips"].append(lpips(pred, gt_rep).unflatten(0, (B, n_samples)))
+            out["base_lpips"].append(lpips(base, gt))
     if not out["psnr"]:   # an empty loader (a process's share of a small split)
         return {"psnr": np.zeros((0, n_samples, n_future)), "ssim": np.zeros((0, n_samples, n_future)),
                 "base_psnr": np.zeros((0, n_future)), "base_ssim": np.zeros((0, n_future)),
-                "diversity": np.zeros((0, n_future)), "kl": np.zeros(0)}
+                "diversity": np.zeros((0, n_future)), "kl": np.zeros(0),
+                **({"lpips": np.zeros((0, n_samples, n_future)), "base_lpips": np.zeros((0, n_future))}
+                   if lpips is not None else {})}
     return {k: torch.cat(v).numpy().astype(np.float64) for k, v in out.items() if v}
 
 
@@ -117,29 +125,31 @@ def summarize(per_frame: np.ndarray) -> dict:
 
 def report(scores: dict[str, np.ndarray], mean_scores: dict[str, np.ndarray] | None = None,
            shuffled_scores: dict[str, np.ndarray] | None = None) -> dict:
-    """All numbers of an evaluation: model mean-of-N, best-of-N (by SSIM, by PSNR), baselines; with
-    ``mean_scores`` the model at the latents' means, with ``shuffled_scores`` the model given other sequences'
-    conditions (mean of its N samples); the KL per step and the samples' diversity."""
-    psnr, ssim = scores["psnr"], scores["ssim"]                    # (N, S, F)
-    N, S, F = psnr.shape
-    best_by_ssim = ssim.mean(2).argmax(1)                          # (N,) sample index
-    best_by_psnr = psnr.mean(2).argmax(1)
+    """All numbers of an evaluation: model mean-of-N, best-of-N (by SSIM, by PSNR, by LPIPS when scored),
+    baselines; with ``mean_scores`` the model at the latents' means, with ``shuffled_scores`` the model given other
+    sequences' conditions (mean of its N samples); the KL per step and the samples' diversity."""
+    keys = [k for k in METRIC_KEYS if k in scores]                  # each (N, S, F)
+    N, S, F = scores["psnr"].shape
     rows = np.arange(N)
-    methods = {
-        "model_mean_of_n": (psnr.mean(1), ssim.mean(1)),
-        "model_best_ssim": (psnr[rows, best_by_ssim], ssim[rows, best_by_ssim]),
-        "model_best_psnr": (psnr[rows, best_by_psnr], ssim[rows, best_by_psnr]),
-        "baseline_copy_last": (scores["base_psnr"], scores["base_ssim"]),
-    }
+
+    def sample(index: np.ndarray) -> dict:   # every metric of one chosen sample per sequence
+        return {k: scores[k][rows, index] for k in keys}
+    methods = {"model_mean_of_n": {k: scores[k].mean(1) for k in keys},
+               "model_best_ssim": sample(scores["ssim"].mean(2).argmax(1)),
+               "model_best_psnr": sample(scores["psnr"].mean(2).argmax(1))}
+    if "lpips" in keys:   # lower is better
+        methods["model_best_lpips"] = sample(scores["lpips"].mean(2).argmin(1))
+    methods["baseline_copy_last"] = {k: scores[f"base_{k}"] for k in keys}
     if mean_scores is not None:
-        methods["model_prior_mean"] = (mean_scores["psnr"][:, 0], mean_scores["ssim"][:, 0])
+        methods["model_prior_mean"] = {k: mean_scores[k][:, 0] for k in keys}
     if shuffled_scores is not None:
-        methods["model_shuffled_condition"] = (shuffled_scores["psnr"].mean(1), shuffled_scores["ssim"].mean(1))
+        methods["model_shuffled_condition"] = {k: shuffled_scores[k].mean(1) for k in keys}
     out = {}
-    for name, (p, s) in methods.items():
-        sp, ss = summarize(p), summarize(s)
-        out[name] = {"psnr": sp["mean"], "psnr_ci95": sp["ci95"], "ssim": ss["mean"], "ssim_ci95": ss["ci95"],
-                     "psnr_per_frame": sp["per_frame"], "ssim_per_frame": ss["per_frame"]}
+    for name, values in methods.items():
+        out[name] = {}
+        for k, v in values.items():
+            s = summarize(v)
+            out[name] |= {k: s["mean"], f"{k}_ci95": s["ci95"], f"{k}_per_frame": s["per_frame"]}
     main = out["model_mean_of_n"]
     div = summarize(scores["diversity"])
     result = {"psnr": main["psnr"], "ssim": main["ssim"], "psnr_per_frame": main["psnr_per_frame"],
@@ -148,6 +158,8 @@ def report(scores: dict[str, np.ndarray], mean_scores: dict[str, np.ndarray] | N
               "kl_per_step": float(scores["kl"].mean()),
               "diversity": div["mean"], "diversity_per_frame": div["per_frame"],
               "best_psnr_minus_mean": out["model_best_psnr"]["psnr"] - main["psnr"]}
+    if "lpips" in keys:
+        result |= {"lpips": main["lpips"], "lpips_per_frame": main["lpips_per_frame"]}
     if shuffled_scores is not None:
         result["shuffled_condition_drop"] = main["psnr"] - out["model_shuffled_condition"]["psnr"]
     return result
@@ -176,6 +188,8 @@ class EvalConfig:
     num_workers: int = 0
     channels_last: bool | None = None   # the model's memory format; None: as it was trained
     compile: bool = False            # torch.compile the prediction (worth it for long evaluations on a GPU)
+    lpips: bool = False              # also LPIPS (AlexNet, v0.1): see cvae_video.perceptual
+    lpips_weights: str = ""          # torchvision's AlexNet file (default: torch's hub cache)
 
     def frames(self) -> tuple[int, int]:
         """(n_past, n_future): the protocol's, unless overridden."""
@@ -213,10 +227,15 @@ def evaluate(ckpt_path: str, cfg: EvalConfig | None = None, progress: bool = Tru
         model.predict = torch.compile(model.predict)
     ds = _open_eval_split(trained, cfg, n_past, n_future)
 
+    lpips = None
+    if cfg.lpips:
+        from .perceptual import LPIPS
+        lpips = LPIPS(device, cfg.lpips_weights or None)
+
     def score(dataset, n_samples: int, z_mode: str, with_kl: bool) -> dict[str, np.ndarray]:
         loader = make_loader(dataset, cfg.batch_size, cfg.num_workers, device)
         return score_split(model, loader, device, n_past=n_past, n_future=n_future, n_samples=n_samples,
-                           z_mode=z_mode, seed=cfg.seed, amp=amp, progress=progress, with_kl=with_kl)
+                           z_mode=z_mode, seed=cfg.seed, amp=amp, progress=progress, with_kl=with_kl, lpips=lpips)
 
     scores = score(ds, cfg.n_samples, "sample", with_kl=True)
     mean_scores = score(ds, 1, "mean", with_kl=False)
@@ -233,9 +252,11 @@ def evaluate(ckpt_path: str, cfg: EvalConfig | None = None, progress: bool = Tru
 def format_table(result: dict) -> str:
     lines = [f"{result['split']} split, {result['n_sequences']} sequences, {result['n_past']} -> "
              f"{result['n_future']} frames, {result['n_samples']} sample(s) per sequence, {result['precision']}",
-             f"{'method':<26}{'PSNR':>8}{'±95%':>7}{'SSIM':>9}{'±95%':>8}"]
+             f"{'method':<26}{'PSNR':>8}{'±95%':>7}{'SSIM':>9}{'±95%':>8}"
+             + (f"{'LPIPS':>9}{'±95%':>8}" if "lpips" in result else "")]
     for name, m in result["methods"].items():
-        lines.append(f"{name:<26}{m['psnr']:8.2f}{m['psnr_ci95']:7.2f}{m['ssim']:9.4f}{m['ssim_ci95']:8.4f}")
+        lines.append(f"{name:<26}{m['psnr']:8.2f}{m['psnr_ci95']:7.2f}{m['ssim']:9.4f}{m['ssim_ci95']:8.4f}"
+                     + (f"{m['lpips']:9.4f}{m['lpips_ci95']:8.4f}" if "lpips" in m else ""))
     lines.append(f"KL per step {result['kl_per_step']:.4g} nats; best of {result['n_samples']} by PSNR minus "
                  f"mean {result['best_psnr_minus_mean']:+.2f} dB; sample diversity (std over samples, mean over "
                  f"pixels) {result['diversity']:.4f}")
@@ -248,10 +269,10 @@ def write_per_frame_csv(result: dict, path: str | Path) -> None:
     methods = result["methods"]
     text = io.StringIO(newline="")
     w = csv.writer(text)
-    w.writerow(["frame"] + [f"{m}_{k}" for m in methods for k in ("psnr", "ssim")])
+    keys = [k for k in METRIC_KEYS if k in result]
+    w.writerow(["frame"] + [f"{m}_{k}" for m in methods for k in keys])
     for i in range(result["n_future"]):
-        w.writerow([result["n_past"] + i] + [f"{methods[m][k + '_per_frame'][i]:.6f}"
-                                             for m in methods for k in ("psnr", "ssim")])
+        w.writerow([result["n_past"] + i] + [f"{methods[m][k + '_per_frame'][i]:.6f}" for m in methods for k in keys])
     atomic_write_text(path, text.getvalue())
 
 
@@ -278,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=d.channels_last,
                    help="channels-last memory format (default: as the model was trained)")
     p.add_argument("--compile", action="store_true", help="torch.compile the prediction")
+    p.add_argument("--lpips", action="store_true", help="also LPIPS (AlexNet, v0.1; needs the lpips package and "
+                   "torchvision's AlexNet weights, see --lpips_weights)")
+    p.add_argument("--lpips_weights", default=d.lpips_weights, metavar="PATH",
+                   help="torchvision's alexnet-owt-7be5be79.pth (default: torch's hub cache); nothing is downloaded")
     p.add_argument("--json", help="write all numbers to this JSON file")
     p.add_argument("--csv", help="write per-frame PSNR/SSIM of every method to this CSV file")
     p.add_argument("--plot", help="write a PSNR/SSIM-per-frame plot to this PNG file")
