@@ -1,0 +1,72 @@
+"""TensorBoard logs of a training run, in ``LOG_DIR/tb`` (``tensorboard --logdir runs``).
+
+``--tensorboard``: ``auto`` (the default) writes them when the ``tensorboard`` package is importable
+(``pip install -e ".[tb]"``), ``on`` insists (and says what to install), ``off`` never writes them.
+
+Scalars per optimizer step, at the number of steps done (1, 2, ...): ``train/loss``, ``train/mse``, ``train/kl``,
+``train/beta``, ``train/tfr``, ``train/lr``. Per epoch, at the step count at its end: ``val/psnr``, ``val/ssim``,
+``val/kl_per_step``, the prediction grid of the first validation sequence as the image ``val/predictions`` and, where
+``moviepy`` is installed, ground truth beside the best sample as the video ``val/prediction_video``. Only rank 0
+writes. A resumed run purges the events a killed process wrote after its last checkpoint, so no step is logged twice.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+MODES = ("auto", "on", "off")
+
+
+def available() -> bool:
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+class TrainingLog:
+    """The run's TensorBoard writer, or nothing (every method a no-op) when it does not write."""
+
+    def __init__(self, log_dir: Path, mode: str, steps_done: int = 0, enabled: bool = True):
+        self.writer = None
+        if mode not in MODES:
+            raise ConfigError(f"tensorboard = {mode!r}: must be one of {MODES}")
+        if not enabled or mode == "off" or (mode == "auto" and not available()):
+            return
+        if not available():
+            raise ConfigError("--tensorboard on needs the tensorboard package: pip install -e \".[tb]\" (or pip "
+                              "install tensorboard)")
+        from torch.utils.tensorboard import SummaryWriter
+        # events at steps past the checkpoint were written by a process that died after it: drop them
+        self.writer = SummaryWriter(str(log_dir / "tb"), purge_step=steps_done + 1 if steps_done else None)
+
+    def step(self, steps_done: int, logs: dict, beta: float, tfr: float, lr: float) -> None:
+        if self.writer is None:
+            return
+        for key in ("loss", "mse", "kl"):
+            self.writer.add_scalar(f"train/{key}", logs[key], steps_done)
+        for key, value in (("beta", beta), ("tfr", tfr), ("lr", lr)):
+            self.writer.add_scalar(f"train/{key}", value, steps_done)
+
+    def epoch(self, steps_done: int, record: dict, grid: Path | None, video: np.ndarray | None) -> None:
+        """``video``: (T, C, H, W) uint8 frames (ground truth beside a sample), drawn only where moviepy is."""
+        if self.writer is None:
+            return
+        for tag, key in (("val/psnr", "val_psnr"), ("val/ssim", "val_ssim"), ("val/kl_per_step", "val_kl")):
+            if record.get(key) is not None:
+                self.writer.add_scalar(tag, record[key], steps_done)
+        if grid is not None and grid.is_file():
+            from PIL import Image
+            with Image.open(grid) as im:
+                self.writer.add_image("val/predictions", np.asarray(im.convert("RGB")), steps_done,
+                                      dataformats="HWC")
+        if video is not None and importlib.util.find_spec("moviepy") is not None:
+            self.writer.add_video("val/prediction_video", torch.from_numpy(video)[None], steps_done, fps=4)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
