@@ -32,6 +32,8 @@ from .runtime import PRECISIONS
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 BAD_SAMPLE_POLICIES = ("error", "skip")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+TENSORBOARD_MODES = ("auto", "on", "off")
 
 
 # what the data decides, not the config: the model is built for the frames and conditions it is given
@@ -84,6 +86,8 @@ class TrainConfig:
     precision: str = "auto"            # auto: bf16 where it is faster (CUDA; a CPU by a start-up probe), else fp32
     channels_last: bool = True         # NHWC activations: faster convolutions on CPUs and tensor-core GPUs
     compile: bool = False              # torch.compile the training step (slower on the CPU here: off)
+    compile_mode: str = "default"      # torch.compile's mode: "reduce-overhead" captures CUDA graphs (fewer launches)
+    tensorboard: str = "auto"          # LOG_DIR/tb: "auto" when the tensorboard package is installed, "on", "off"
     sync_bn: bool = False              # under torchrun: BatchNorm statistics over all processes' batches
     n_pictures: int = 4                # sequences shown in the per-epoch prediction grid
     picture_samples: int = 3           # futures drawn per sequence in those grids (the best by SSIM first)
@@ -117,6 +121,8 @@ class TrainConfig:
             ("n_eval", self.n_eval >= 1, "must be >= 1"),
             ("train_window", self.train_window in ("random", "first"), "must be 'random' or 'first'"),
             ("precision", self.precision in PRECISIONS, f"must be one of {PRECISIONS}"),
+            ("compile_mode", self.compile_mode in COMPILE_MODES, f"must be one of {COMPILE_MODES}"),
+            ("tensorboard", self.tensorboard in TENSORBOARD_MODES, f"must be one of {TENSORBOARD_MODES}"),
             ("num_workers", self.num_workers >= 0, "must be >= 0"),
             ("val_every", self.val_every >= 1, "must be >= 1"),
             ("val_batch_size", self.val_batch_size >= 1, "must be >= 1"),
@@ -233,6 +239,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help_ = f"(default: {defaults[key]!r})"
         if typ is bool:
             parser.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif key == "tensorboard":   # a bare --tensorboard means on
+            parser.add_argument("--tensorboard", nargs="?", const="on", choices=TENSORBOARD_MODES, default=None,
+                                help=f"{help_}; a bare --tensorboard is 'on'")
         else:
             parser.add_argument(f"--{key}", type=typ, default=None, help=help_)
 
@@ -252,8 +261,8 @@ def resolve(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
 # What a resumed run may change: how long it runs (a larger ``niter`` extends it), where and how fast it runs,
 # and how it reacts to faults. The model's shape never; any other key would change the training being continued.
 RESUME_MAY_CHANGE = ("niter", "log_dir", "data_root", "num_workers", "device", "cuda", "compile", "channels_last",
-                     "val_every", "n_pictures", "picture_samples", "skip_nonfinite", "on_bad_sample", "sync_bn",
-                     "val_batch_size")
+                     "compile_mode", "tensorboard", "val_every", "n_pictures", "picture_samples", "skip_nonfinite",
+                     "on_bad_sample", "sync_bn", "val_batch_size")
 
 
 def check_resume_changes(saved: dict, cfg: TrainConfig, source: str) -> None:

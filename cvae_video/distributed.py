@@ -211,7 +211,7 @@ def wrap_model(model: nn.Module, cfg, world: World) -> nn.Module:
                 convert_sync_batchnorm_cpu(model)
         step_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
-    return torch.compile(step_model) if cfg.compile else step_model
+    return torch.compile(step_model, mode=getattr(cfg, "compile_mode", "default")) if cfg.compile else step_model
 
 
 @torch.no_grad()

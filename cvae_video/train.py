@@ -37,6 +37,7 @@ from .inference import predict_batch, save_pictures, take_batch
 from .models.svg import CVAE
 from .runtime import autocast, choose_precision, derive_seed, grad_scaler, keep_freed_memory, seed_everything
 from .schedules import kl_weight, learning_rate, teacher_forcing_ratio
+from .tblog import TrainingLog
 
 KEEP_PICTURES = 5
 _LOADER_STREAM = 3   # derive_seed tag of the training loader's generator (distributed.py uses 1 and 2)
@@ -283,12 +284,18 @@ def _open_data(root: Path, cfg: TrainConfig, stats: ConditionStats | None, log_d
     return splits["train"], val_ds
 
 
-def _save_pictures(model, val_ds, cfg: TrainConfig, amp, epoch: int, log_dir: Path) -> None:
+def _side_by_side(pred):
+    """Ground truth beside the first sample of the first sequence, (T, C, H, 2W) uint8, for a video."""
+    x = torch.cat([pred.x[0, :pred.n_past], pred.samples[0, 0]], 0)
+    return (torch.cat([pred.x[0], x], -1).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+
+
+def _save_pictures(model, val_ds, cfg: TrainConfig, amp, epoch: int, log_dir: Path):
     """The grids of the first ``n_pictures`` validation sequences (``picture_samples`` futures each, the best by
     SSIM first), as ``cvae-make-gif`` draws them; the last ``KEEP_PICTURES`` epochs' grids are kept."""
     n = min(cfg.n_pictures, len(val_ds))
     if n == 0:
-        return
+        return None
     pred = predict_batch(model, take_batch(val_ds, list(range(n))), n_past=cfg.n_past, n_future=cfg.n_eval,
                          n_samples=cfg.picture_samples, seed=cfg.seed, amp=amp)
     pictures = log_dir / "pictures"
@@ -298,6 +305,7 @@ def _save_pictures(model, val_ds, cfg: TrainConfig, amp, epoch: int, log_dir: Pa
     for old in epochs[:-KEEP_PICTURES]:
         for p in pictures.glob(f"{old}_seq*.png"):
             p.unlink()
+    return pred
 
 
 @dataclass
@@ -318,6 +326,7 @@ class Run:
     state: RunState
     saved_config: dict               # the config with the data root it resolved to, stored in every checkpoint
     cond_stats: dict
+    tb: TrainingLog
     last_good: tuple | None = None   # (checkpoint, epoch, step) a failure can point to
 
     @property
@@ -370,8 +379,9 @@ def start_run(cfg: TrainConfig, checkpoint: Path | None, overwrite: bool) -> Run
     resolved = {"resolved_data_root": str(root), "resolved_precision": precision,
                 "resolved_device": world.device.type}
     return Run(cfg, world, log_dir, model, step_model, optimizer, scaler, autocast(world.device, precision),
-               sampler, loader, val_ds, val_loader, state, cfg.to_dict() | resolved,
-               train_ds.stats.to_dict(), (checkpoint, state.epoch, state.step) if ckpt is not None else None)
+               sampler, loader, val_ds, val_loader, state, cfg.to_dict() | resolved, train_ds.stats.to_dict(),
+               TrainingLog(log_dir, cfg.tensorboard, state.step, enabled=world.is_main),
+               (checkpoint, state.epoch, state.step) if ckpt is not None else None)
 
 
 def training_probe(model: CVAE, cfg: TrainConfig) -> Callable[[str], object]:
@@ -442,6 +452,7 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
             _count_nonfinite(run, logs["loss"], epoch)
             skipped += 1
             continue
+        run.tb.step(state.step, logs, beta, tfr, run.optimizer.param_groups[0]["lr"])
         n_good += 1
         for k in sums:
             sums[k] += logs[k]
@@ -466,25 +477,26 @@ def _count_nonfinite(run: Run, loss: float, epoch: int) -> None:
           f"({state.skipped_nonfinite_total} of --skip_nonfinite {cfg.skip_nonfinite})", file=sys.stderr)
 
 
-def validate(run: Run) -> tuple[float, float]:
-    """(PSNR, KL per step) of the model on the validate split, over every process's share of it."""
+def validate(run: Run) -> tuple[float, float, float]:
+    """(PSNR, SSIM, KL per step) of the model on the validate split, over every process's share of it."""
     cfg = run.cfg
     distributed.broadcast_buffers(run.model, run.world)   # every rank scores the model that rank 0 saves
     with _keep_rng(run.device):
         scores = score_split(run.model, run.val_loader, run.device, n_past=cfg.n_past, n_future=cfg.n_eval,
                              n_samples=1, seed=cfg.seed, amp=run.amp)
-    return distributed.global_mean(scores["psnr"], run.world), distributed.global_mean(scores["kl"], run.world)
+    return tuple(distributed.global_mean(scores[k], run.world) for k in ("psnr", "ssim", "kl"))
 
 
 def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool) -> dict:
     """Validate (every ``val_every`` epochs and at the end), record the epoch, and on rank 0 write metrics.jsonl,
     best.pt, last.pt, the training curves and the pictures, and print the epoch's line. Returns the record."""
     cfg, state = run.cfg, run.state
-    val_psnr = val_kl = None
+    val_psnr = val_ssim = val_kl = None
     if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.niter:
-        val_psnr, val_kl = validate(run)
+        val_psnr, val_ssim, val_kl = validate(run)
     record = {"epoch": epoch, "step": state.step, **{k: stats[k] for k in ("loss", "mse", "kl", "beta", "tfr", "lr")},
-              "val_psnr": val_psnr, "val_kl": val_kl, "skipped_nonfinite": stats["skipped_nonfinite"],
+              "val_psnr": val_psnr, "val_ssim": val_ssim, "val_kl": val_kl,
+              "skipped_nonfinite": stats["skipped_nonfinite"],
               "seconds": seconds}
     state.records.append(record)   # plain numbers only: nothing grows with the run but this list of floats
     state.epoch, state.val_psnr = epoch, val_psnr
@@ -504,7 +516,9 @@ def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool)
     from .viz import plot_training_curves
     plot_training_curves(state.records, run.log_dir / "training_curves.png")
     with _keep_rng(run.device):
-        _save_pictures(run.model, run.val_ds, cfg, run.amp, epoch, run.log_dir)
+        pred = _save_pictures(run.model, run.val_ds, cfg, run.amp, epoch, run.log_dir)
+    run.tb.epoch(state.step, record, run.log_dir / "pictures" / f"epoch{epoch:04d}_seq0.png",
+                 _side_by_side(pred) if pred is not None else None)
     warning = collapse_warning(val_kl, state.step, state.kl_total_steps, cfg)
     if warning:
         tqdm.write(f"cvae-train: warning: {warning}", file=sys.stderr)
@@ -541,6 +555,7 @@ def train(cfg: TrainConfig, checkpoint: str | os.PathLike | None = None, overwri
         t0 = time.time()
         stats = train_one_epoch(run, epoch, progress)
         record = end_epoch(run, epoch, stats, time.time() - t0, progress)
+    run.tb.close()
     distributed.barrier(run.world)   # no rank returns before rank 0's files are written
     return record
 

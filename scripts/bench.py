@@ -1,13 +1,20 @@
 """Benchmark of the training step, prediction, data loading and a per-frame yardstick, within one machine.
 
     python scripts/bench.py                              # lab size: vgg, width 1, batch 16, 2 -> 10 frames
+    python scripts/bench.py --config configs/demo.toml --batch_size 8   # the demo's model
     python scripts/bench.py --precision fp32,bf16 --no-channels_last --json bench.json
     python scripts/bench.py --quick --json /tmp/b.json   # tiny smoke run (a few seconds of work)
 
 Measurements (synthetic random tensors unless stated):
 
 - ``train``: ``cvae_video.train.train_step`` (forward, backward, Adam step; teacher forcing on, KL weight 1) at
-  each precision in ``--precision``; ``--warmup`` steps, then the median of ``--steps`` steps.
+  each precision in ``--precision``; ``--warmup`` steps, then the median of ``--steps`` steps. ``auto`` is first
+  resolved as ``cvae-train`` resolves it (the start-up probe's time and choice are reported). Per step: the aten
+  operations dispatched (a dispatch-mode counter: on a GPU, kernel launches) and the floating-point operations
+  (``torch.utils.flop_counter``), hence the step's GFLOP/s, also as a share of the machine's convolution throughput
+  (``conv``). ``--compile_mode`` compiles the step (``reduce-overhead``: CUDA graphs).
+- ``conv``: the best throughput of three 3x3 convolutions with the lab model's channel counts and map sizes
+  (forward and both backward passes), at each precision the training steps ran in.
 - ``predict``: a batch of ``--batch_size`` sequences, ``n_past -> n_future`` frames, ``--n_samples`` samples each,
   under ``torch.inference_mode()`` in eval mode: one ``model.predict(..., n_samples=N)`` call against N calls
   with ``n_samples=1`` (``eval_batched_speedup``), and against calls of one sequence and one sample each, over
@@ -49,6 +56,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from cvae_video import config as config_mod
 from cvae_video.config import TrainConfig
 from cvae_video.data.dataset import frames_to_float
 from cvae_video.inference import prediction_probe
@@ -171,8 +179,11 @@ def _timed(fn, device, warmup: int, repeats: int) -> list[float]:
 
 
 def _train_config(args) -> TrainConfig:
-    model = ModelConfig(backbone=args.backbone, width=args.width, g_dim=args.g_dim, z_dim=args.z_dim,
-                        rnn_size=args.rnn_size, prior=args.prior)
+    if args.config:   # the model of a training config (e.g. configs/demo.toml); the other settings from the flags
+        model = config_mod.from_dict(config_mod.load_toml(args.config), args.config).model
+    else:
+        model = ModelConfig(backbone=args.backbone, width=args.width, g_dim=args.g_dim, z_dim=args.z_dim,
+                            rnn_size=args.rnn_size, prior=args.prior)
     return TrainConfig(model=model, batch_size=args.batch_size, n_past=args.n_past, n_future=args.n_future, tfr=1.0,
                        channels_last=args.channels_last, seed=0)
 
@@ -228,29 +239,33 @@ def measure_train(args, device, precision: str) -> dict:
         optimizer = build_optimizer(cfg, model.parameters())
         scaler, amp = grad_scaler(device, precision), autocast(device, precision)
         batch = _batch(args, device)
+        step_model = torch.compile(model, mode=args.compile_mode) if args.compile_mode else model
 
         def step():
-            return train_step(model, optimizer, scaler, batch, cfg, beta=1.0, tfr=1.0, device=device, amp=amp)
+            return train_step(step_model, optimizer, scaler, batch, cfg, beta=1.0, tfr=1.0, device=device, amp=amp)
         times = _timed(step, device, args.warmup, args.steps)
     return {"times_s": times, "step_s": statistics.median(times), "peak_memory_mb": mem.mb, **chose,
             **count_step(step)}
 
 
 def measure_conv(args, device, precision: str) -> dict:
-    """This machine's convolution throughput: one 3x3 convolution, 64 -> 64 channels at 64x64 (the costliest layers
-    of the lab model), batch ``--batch_size``, channels-last, forward and both backward passes, at ``precision``."""
-    n, c, s = args.batch_size, 64, 64
-    conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False).to(device).to(memory_format=torch.channels_last)
-    x = torch.randn(n, c, s, s, device=device).to(memory_format=torch.channels_last).requires_grad_()
+    """This machine's convolution throughput at ``precision``: the best of three 3x3 convolutions with the lab
+    model's channel counts and map sizes (64 channels at 64x64, 128 at 32x32, 256 at 16x16), batch
+    ``--batch_size``, channels-last, forward and both backward passes."""
     amp = autocast(device, precision)
+    rates = {}
+    for c, s in ((64, 64), (128, 32), (256, 16)):
+        n = args.batch_size
+        conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False).to(device).to(memory_format=torch.channels_last)
+        x = torch.randn(n, c, s, s, device=device).to(memory_format=torch.channels_last).requires_grad_()
 
-    def step():
-        with amp:
-            y = conv(x)
-        y.float().sum().backward()
-    times = _timed(step, device, 2, max(3, args.steps))
-    flops = 3 * 2 * n * s * s * c * c * 9   # forward, input gradient, weight gradient
-    return {"step_s": statistics.median(times), "gflop_per_s": flops / statistics.median(times) / 1e9}
+        def step():
+            with amp:
+                y = conv(x)
+            y.float().sum().backward()
+        t = statistics.median(_timed(step, device, 2, max(3, args.steps)))
+        rates[f"{c}x{s}x{s}"] = 3 * 2 * n * s * s * c * c * 9 / t / 1e9   # forward, input and weight gradients
+    return {"gflop_per_s": max(rates.values()), "by_shape": rates}
 
 
 def measure_yardstick(args, device) -> dict:
@@ -343,7 +358,8 @@ def run_one(args, kind: str, variant: str) -> dict:
     return measure_load(args, device, variant)
 
 
-CHILD_KEYS = ("backbone", "width", "batch_size", "n_past", "n_future", "g_dim", "z_dim", "rnn_size", "prior",
+CHILD_KEYS = ("config", "compile_mode", "backbone", "width", "batch_size", "n_past", "n_future", "g_dim", "z_dim",
+              "rnn_size", "prior",
               "steps", "warmup", "n_samples", "unbatched_sequences", "eval_repeats", "data_root", "load_sequences",
               "load_seconds", "device", "threads")
 
@@ -400,19 +416,22 @@ def format_table(res: dict) -> str:
     mem = res["peak_memory_mb"]
     chose = res.get("auto_chose", {})
     for p, t in res["train_step_s"].items():
-        ratio = res["yardstick_ratio"][p]
+        ratio = res["yardstick_ratio"].get(p)
         shown = f"auto={chose['train']}" if p == "auto" else p
         rows.append(("train step", shown, f"{t:.4f}", f"{res['train_seq_per_s'][p]:.1f}",
                      f"{mem[f'train_{p}']:.0f}",
-                     f"yardstick/step {ratio:.2f}x, {res['train_ops_per_step'][p]} ops, "
+                     (f"yardstick/step {ratio:.2f}x, " if ratio else "") + f"{res['train_ops_per_step'][p]} ops, "
                      f"{res['train_gflop_per_s'][p]:.0f} GFLOP/s = {100 * res['conv_efficiency'][p]:.0f}% of conv"))
     for p, g in res["conv_gflop_per_s"].items():
-        rows.append(("3x3 conv 64->64", p, "-", "-", "-", f"{g:.0f} GFLOP/s (forward + backward)"))
-    rows.append(("yardstick step", "fp32", f"{res['yardstick_step_s']:.4f}",
-                 f"{res['batch_size'] / res['yardstick_step_s']:.1f}", f"{mem['yardstick']:.0f}",
-                 f"per-frame calls, NCHW, {res['yardstick_ops_per_step']} ops"))
+        rows.append(("3x3 conv (best)", p, "-", "-", "-", f"{g:.0f} GFLOP/s (forward + backward; best of 64, 128, "
+                     f"256 channels)"))
+    if res["yardstick_step_s"]:
+        rows.append(("yardstick step", "fp32", f"{res['yardstick_step_s']:.4f}",
+                     f"{res['batch_size'] / res['yardstick_step_s']:.1f}", f"{mem['yardstick']:.0f}",
+                     f"per-frame calls, NCHW, {res['yardstick_ops_per_step']} ops"))
     for p, v in res["eval_seq_per_s"].items():
-        rows.append(("predict batched", f"auto={chose['predict']}" if p == "auto" else p, f"{res['predict_batched_s'][p]:.4f}", f"{v:.1f}",
+        rows.append(("predict batched", f"auto={chose['predict']}" if p == "auto" else p,
+                     f"{res['predict_batched_s'][p]:.4f}", f"{v:.1f}",
                      f"{mem[f'predict_{p}']:.0f}", f"{res['eval_batched_speedup'][p]:.2f}x vs "
                      f"{res['n_samples']} single-sample calls, {res['eval_unbatched_speedup'][p]:.2f}x vs "
                      f"1 sequence x 1 sample per call ({res['eval_seq_per_s_unbatched'][p]:.1f} seq/s)"))
@@ -434,6 +453,8 @@ def format_table(res: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", default="", help="take the model from this training config (TOML) instead of the "
+                   "model flags below")
     p.add_argument("--backbone", default="vgg")
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--batch_size", type=int, default=16)
@@ -447,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "resolved as cvae-train resolves it, then timed)")
     p.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
                    help="model in channels-last memory format (the training default); the yardstick is NCHW")
+    p.add_argument("--compile_mode", default="", help="torch.compile the training step in this mode (default, "
+                   "reduce-overhead, max-autotune); empty: eager. The warm-up steps wait for the compilation")
     p.add_argument("--steps", type=int, default=5, help="timed training steps (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     p.add_argument("--n_samples", type=int, default=10, help="samples per sequence in the prediction benchmark")
@@ -500,7 +523,10 @@ def main(argv: list[str] | None = None) -> int:
         train = {p: measure("train", p) for p in precisions}
         conv_precisions = sorted({r.get("chose", p) for p, r in train.items()})
         conv = {p: measure("conv", p) for p in conv_precisions}
-        yard = measure("yardstick", "fp32")
+        # the yardstick is written for the plain SVG model: a model with other options has none
+        plain = _train_config(args).model
+        plain = plain.output == "direct" and not plain.spatial_cond
+        yard = measure("yardstick", "fp32") if plain else None
         pred = {p: measure("predict", p) for p in precisions}
         load = {"png": measure("load", "png"), "packed": measure("load", "packed") if packed_ok else None}
     finally:
@@ -516,13 +542,13 @@ def main(argv: list[str] | None = None) -> int:
         "train_step_s": {p: r["step_s"] for p, r in train.items()},
         "train_step_times_s": {p: r["times_s"] for p, r in train.items()},
         "train_seq_per_s": {p: args.batch_size / r["step_s"] for p, r in train.items()},
-        "yardstick_step_s": yard["step_s"],
-        "yardstick_ratio": {p: yard["step_s"] / r["step_s"] for p, r in train.items()},
+        "yardstick_step_s": yard["step_s"] if yard else None,
+        "yardstick_ratio": {p: yard["step_s"] / r["step_s"] for p, r in train.items()} if yard else {},
         "auto_chose": {kind: r["chose"] for kind, r in (("train", train.get("auto")), ("predict", pred.get("auto")))
                        if r},
         "auto_probe_s": train["auto"]["probe_s"] if "auto" in train else None,
         "train_ops_per_step": {p: r["ops"] for p, r in train.items()},
-        "yardstick_ops_per_step": yard["ops"],
+        "yardstick_ops_per_step": yard["ops"] if yard else None,
         "train_flops_per_step": train[precisions[0]]["flops"],
         "conv_gflop_per_s": {p: r["gflop_per_s"] for p, r in conv.items()},
         "train_gflop_per_s": {p: r["flops"] / r["step_s"] / 1e9 for p, r in train.items()},
@@ -538,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_seq_per_s_png": load["png"]["seq_per_s"],
         "load_seq_per_s_packed": load["packed"]["seq_per_s"] if load["packed"] else None,
         "peak_memory_mb": {**{f"train_{p}": r["peak_memory_mb"] for p, r in train.items()},
-                           "yardstick": yard["peak_memory_mb"],
+                           **({"yardstick": yard["peak_memory_mb"]} if yard else {}),
                            **{f"predict_{p}": r["peak_memory_mb"] for p, r in pred.items()},
                            "load_png": load["png"]["peak_memory_mb"],
                            "load_packed": load["packed"]["peak_memory_mb"] if load["packed"] else None},
@@ -546,8 +572,10 @@ def main(argv: list[str] | None = None) -> int:
     if res["load_seq_per_s_packed"]:
         res["load_packed_speedup"] = res["load_seq_per_s_packed"] / res["load_seq_per_s_png"]
     m = res["machine"]
-    print(f"{args.backbone} width {args.width:g}, batch {args.batch_size}, {args.n_past} -> {args.n_future} "
-          f"frames, g {args.g_dim} z {args.z_dim} rnn {args.rnn_size}{', channels_last' if args.channels_last else ''}"
+    model = (f"the model of {args.config}" if args.config else
+             f"{args.backbone} width {args.width:g}, g {args.g_dim} z {args.z_dim} rnn {args.rnn_size}")
+    print(f"{model}, batch {args.batch_size}, {args.n_past} -> {args.n_future} frames"
+          f"{', channels_last' if args.channels_last else ''}"
           f" | {m['device']}, {m['threads']} threads, torch {m['torch']}, {m.get('cpu', '')}")
     print(format_table(res))
     if args.json:

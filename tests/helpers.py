@@ -14,7 +14,8 @@ from cvae_video.models import CVAE, ModelConfig
 TINY_MODEL = dict(backbone="dcgan", width=0.125, g_dim=16, z_dim=4, rnn_size=16)
 TINY_FLAGS = ["--backbone", "dcgan", "--width", "0.125", "--g_dim", "16", "--z_dim", "4", "--rnn_size", "16",
               "--batch_size", "4", "--num_workers", "0", "--n_future", "4", "--n_eval", "4", "--no_progress",
-              "--precision", "fp32"]   # fixed, so that runs compare exactly (auto decides by timing)
+              "--precision", "fp32",   # fixed, so that runs compare exactly (auto decides by timing)
+              "--tensorboard", "off"]  # test_tensorboard.py turns it on
 
 
 def tiny_model(**kw) -> CVAE:

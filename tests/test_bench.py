@@ -61,3 +61,34 @@ def test_yardstick_forward_equals_model_forward(kw):
     assert torch.allclose(recon, out["recon"], rtol=1e-5, atol=1e-6)
     assert torch.allclose(kl, out["kl"], rtol=1e-5, atol=1e-5)
     assert out["kl"] > 0
+
+
+def test_gpu_check_without_cuda_says_there_is_nothing_to_check(tmp_path):
+    script = BENCH.parent / "gpu_check.py"
+    proc = subprocess.run([sys.executable, str(script), "--json", str(tmp_path / "g.json")], capture_output=True,
+                          text=True, timeout=120, env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 0 and "nothing to check" in proc.stdout
+    assert not (tmp_path / "g.json").exists()
+
+
+def test_gpu_check_table_lists_every_measurement():
+    spec = importlib.util.spec_from_file_location("gpu_check", BENCH.parent / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    rows = [{"size": "lab, batch 16", "mode": "eager", "precision": "bf16", "step_s": 0.05, "seq_per_s": 320.0,
+             "peak_memory_mb": 900.0, "ops": 1755},
+            {"size": "lab, batch 64", "mode": "default", "precision": "fp16", "skipped": "time budget spent"}]
+    table = gpu_check.format_table(rows)
+    assert "50.0" in table and "320" in table and "time budget spent" in table
+
+
+def test_compile_mode_reaches_torch_compile(monkeypatch):
+    from cvae_video import distributed
+    from cvae_video.config import TrainConfig
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: seen.append(mode) or model)
+    model = tiny_model()
+    assert distributed.wrap_model(model, TrainConfig(compile=True, compile_mode="reduce-overhead"),
+                                  distributed.World()) is model
+    assert distributed.wrap_model(model, TrainConfig(), distributed.World()) is model
+    assert seen == ["reduce-overhead"]
