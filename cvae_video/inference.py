@@ -55,14 +55,15 @@ class Trained:
         return VideoDataset(self.data_root(data_root), split, seq_len, stats=self.stats)
 
 
-def prediction_probe(model: CVAE, n_past: int) -> Callable[[str], object]:
-    """One short prediction (one sequence, two frames) at a given precision: what ``choose_precision`` times to
-    decide ``auto`` for inference on the CPU."""
+def prediction_probe(model: CVAE, n_past: int, batch: int = 8) -> Callable[[str], object]:
+    """One short prediction (``batch`` sequences, two frames) at a given precision: what ``choose_precision`` times
+    to decide ``auto`` for inference on the CPU. Evaluation predicts many sequences at once, and a batch of one
+    would weigh per-call overheads that a full batch does not have."""
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(0)
     cfg = model.cfg
-    x = torch.rand(1, n_past, cfg.channels, 64, 64, generator=g).to(device)
-    cond = torch.randn(1, n_past + 2, cfg.cond_dim, generator=g).to(device)
+    x = torch.rand(batch, n_past, cfg.channels, 64, 64, generator=g).to(device)
+    cond = torch.randn(batch, n_past + 2, cfg.cond_dim, generator=g).to(device)
 
     @torch.inference_mode()
     def run(precision: str):

@@ -1,5 +1,6 @@
 """A CI-sized study: two runs of a few steps, and a report whose numbers are the runs' own."""
 
+import importlib.util
 import json
 import re
 
@@ -7,6 +8,8 @@ import pytest
 
 from cvae_video import ablate
 from cvae_video.errors import ConfigError
+
+LPIPS = importlib.util.find_spec("lpips") is not None
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +29,18 @@ n_eval = 4
 niter = 2
 epoch_size = 2
 ''')
-    (d / "study.toml").write_text('''
+    lpips = ""
+    if LPIPS:   # a file in the layout of torchvision's AlexNet weights (random values: nothing is downloaded)
+        import torch
+        import torchvision
+        torch.save(torchvision.models.alexnet(weights=None).state_dict(), d / "alexnet.pth")
+        lpips = f'lpips = true\nlpips_weights = "{(d / "alexnet.pth").as_posix()}"'
+    (d / "study.toml").write_text(f'''
 base = "base.toml"
 n_samples = 3
 gif_indices = [1]
 eval_batch_size = 8
+{lpips}
 [overrides]
 epoch_size = 3
 [[factors]]
@@ -67,6 +77,9 @@ def test_report_numbers_equal_the_runs_own_logs(study):
         assert float(row[10]) == float(f"{ev['kl_per_step']:.3g}")
         assert float(row[11]) == round(ev["diversity"], 4)
         assert float(row[12]) == round(m["baseline_copy_last"]["psnr"], 2)
+        if LPIPS:   # the LPIPS columns: test, best of N, copy-last
+            assert [float(c) for c in row[14:17]] == [round(m[k]["lpips"], 4) for k in
+                                                       ("model_mean_of_n", "model_best_lpips", "baseline_copy_last")]
     assert "/tmp/" not in text and str(d) not in text   # no machine paths
     for img in re.findall(r"\]\((figures/[^)]+)\)", text):
         assert (report.parent / img).is_file(), img
