@@ -60,3 +60,13 @@ def read_trajectory(traj_dir: Path, n_frames: int | None = None, size: int = lay
         raise AssertionError(f"{traj_dir}: has {total} frames, need {n}")
     frames = np.stack([layout.read_frame(traj_dir / f"{t}.png", size) for t in range(n)])
     return frames, cond[:n]
+
+
+def edit_line(path: Path, line: int, text: str | None) -> None:
+    """Replace line ``line`` (1-based) of a text file with ``text``, or delete it with None."""
+    lines = path.read_text().splitlines()
+    if text is None:
+        del lines[line - 1]
+    else:
+        lines[line - 1] = text
+    path.write_text("\n".join(lines) + "\n")

@@ -14,7 +14,7 @@ from cvae_video.data import check, layout, problems
 from cvae_video.data.dataset import VideoDataset
 from cvae_video.data.cli import main
 from cvae_video.errors import DataError
-from helpers import breakable_data
+from helpers import breakable_data, edit_line
 
 T = 6  # frames per trajectory of the test data set
 GROUP = "train/traj_0_to_5"
@@ -30,15 +30,6 @@ def _scan(root: Path, **kw) -> check.Report:
 
 def _found(report: check.Report, root: Path) -> list[tuple[str, str]]:
     return [(p.kind, Path(p.path).relative_to(root).as_posix()) for p in report.problems]
-
-
-def _edit_line(path: Path, line: int, text: str | None) -> None:
-    lines = path.read_text().splitlines()
-    if text is None:
-        del lines[line - 1]
-    else:
-        lines[line - 1] = text
-    path.write_text("\n".join(lines) + "\n")
 
 
 def _save(path: Path, array: np.ndarray) -> None:
@@ -72,13 +63,13 @@ BREAKS = [
      [("unreadable_image", f"{GROUP}/0/4.png")]),
     ("garbage PNG", lambda r: (r / GROUP / "0/4.png").write_bytes(b"not a png at all"),
      [("unreadable_image", f"{GROUP}/0/4.png")]),
-    ("CSV columns", lambda r: _edit_line(r / GROUP / "3/actions.csv", 2, "0.1,0.2,0.3"),
+    ("CSV columns", lambda r: edit_line(r / GROUP / "3/actions.csv", 2, "0.1,0.2,0.3"),
      [("csv_columns", f"{GROUP}/3/actions.csv")]),
-    ("CSV row missing", lambda r: _edit_line(r / GROUP / "3/endeffector_positions.csv", T, None),
+    ("CSV row missing", lambda r: edit_line(r / GROUP / "3/endeffector_positions.csv", T, None),
      [("csv_rows", f"{GROUP}/3/endeffector_positions.csv")]),
-    ("CSV not a number", lambda r: _edit_line(r / GROUP / "3/actions.csv", 1, "0.1,abc,0.3,1"),
+    ("CSV not a number", lambda r: edit_line(r / GROUP / "3/actions.csv", 1, "0.1,abc,0.3,1"),
      [("csv_not_a_number", f"{GROUP}/3/actions.csv")]),
-    ("CSV NaN", lambda r: _edit_line(r / GROUP / "3/endeffector_positions.csv", 4, "0.1,nan,0.3"),
+    ("CSV NaN", lambda r: edit_line(r / GROUP / "3/endeffector_positions.csv", 4, "0.1,nan,0.3"),
      [("csv_non_finite", f"{GROUP}/3/endeffector_positions.csv")]),
     ("CSV missing", lambda r: (r / GROUP / "4/actions.csv").unlink(),
      [("csv_missing", f"{GROUP}/4/actions.csv")]),
@@ -117,7 +108,7 @@ def test_each_kind_of_damage_is_found(root, name, damage, expected):
 
 def test_details_name_lines_and_counts(root):
     for line in (2, 5):
-        _edit_line(root / GROUP / "0/actions.csv", line, "nan,0,0,0")
+        edit_line(root / GROUP / "0/actions.csv", line, "nan,0,0,0")
     (report_problem,) = problems.scan_trajectory(root / GROUP / "0").problems
     assert report_problem.kind == "csv_non_finite"
     assert report_problem.detail.startswith("line 2: non-finite value") and report_problem.detail.endswith("(2 lines)")
@@ -149,7 +140,7 @@ def test_cli_clean_exits_0_with_one_ok_line(clean_root, capsys):
 def test_cli_broken_exits_1_with_summary_and_json(root, tmp_path, capsys):
     for t in range(5):  # 5 missing frames: 3 shown, "2 more"
         (root / GROUP / f"{t}/3.png").unlink()
-    _edit_line(root / GROUP / "5/actions.csv", 1, "nan,0,0,0")
+    edit_line(root / GROUP / "5/actions.csv", 1, "nan,0,0,0")
     out_json = tmp_path / "report.json"
     assert main(["check", "--data_root", str(root), "--quick", "--json", str(out_json), "--no_progress"]) == 1
     out = capsys.readouterr().out
@@ -174,7 +165,7 @@ def _unusable(report: check.Report, trajectories: list[Path]) -> set[Path]:
 
 def test_the_reader_leaves_out_exactly_what_check_calls_unusable(root):
     (root / GROUP / "1/3.png").unlink()
-    _edit_line(root / GROUP / "3/endeffector_positions.csv", 2, "0,inf,0")
+    edit_line(root / GROUP / "3/endeffector_positions.csv", 2, "0,inf,0")
     _save(root / GROUP / "4/0.png", np.zeros((64, 64), np.uint8))         # grayscale: still readable
     _save(root / GROUP / "5/0.png", np.zeros((32, 32, 3), np.uint8))      # found only when images are checked
     (root / GROUP / "2/notes.txt").write_text("ignored by the reader")

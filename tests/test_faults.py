@@ -26,7 +26,7 @@ from cvae_video.checkpoint import FORMAT
 from cvae_video.data import check, layout, problems
 from cvae_video.data.dataset import BadTrajectory, VideoDataset
 from cvae_video.models import CVAE
-from helpers import TINY_FLAGS, breakable_data
+from helpers import TINY_FLAGS, breakable_data, edit_line
 
 SEQ = 8                                   # frames per trajectory of the small data set
 GROUP = "train/traj_0_to_5"
@@ -188,14 +188,6 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path, capsys):
 
 # ---- bad data ---------------------------------------------------------------------------------------------------
 
-def _edit_line(path: Path, line: int, text: str | None) -> None:
-    lines = path.read_text().splitlines()
-    if text is None:
-        del lines[line - 1]
-    else:
-        lines[line - 1] = text
-    path.write_text("\n".join(lines) + "\n")
-
 
 def _break_stream_keep_checksums(path: Path) -> None:
     """Scramble a PNG's compressed pixel data and fix its chunk checksum: only decoding can tell."""
@@ -226,10 +218,10 @@ BREAKS = [
     ("wrong size", lambda t: Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(t / "2.png"), "2.png"),
     ("garbage PNG", lambda t: (t / "4.png").write_bytes(b"not a png at all"), "4.png"),
     ("truncated PNG", lambda t: (t / "4.png").write_bytes((t / "4.png").read_bytes()[:200]), "4.png"),
-    ("CSV row missing", lambda t: _edit_line(t / layout.POSITIONS_FILE, SEQ, None), layout.POSITIONS_FILE),
-    ("CSV columns", lambda t: _edit_line(t / layout.ACTIONS_FILE, 2, "0.1,0.2,0.3"), layout.ACTIONS_FILE),
-    ("CSV not a number", lambda t: _edit_line(t / layout.ACTIONS_FILE, 2, "0.1,x,0.3,1"), layout.ACTIONS_FILE),
-    ("CSV NaN", lambda t: _edit_line(t / layout.POSITIONS_FILE, 4, "0.1,nan,0.3"), layout.POSITIONS_FILE),
+    ("CSV row missing", lambda t: edit_line(t / layout.POSITIONS_FILE, SEQ, None), layout.POSITIONS_FILE),
+    ("CSV columns", lambda t: edit_line(t / layout.ACTIONS_FILE, 2, "0.1,0.2,0.3"), layout.ACTIONS_FILE),
+    ("CSV not a number", lambda t: edit_line(t / layout.ACTIONS_FILE, 2, "0.1,x,0.3,1"), layout.ACTIONS_FILE),
+    ("CSV NaN", lambda t: edit_line(t / layout.POSITIONS_FILE, 4, "0.1,nan,0.3"), layout.POSITIONS_FILE),
     ("too short", lambda t: _shorten(t, 4), ""),
 ]
 
@@ -253,7 +245,7 @@ def test_each_kind_of_bad_data_fails_at_start_up_or_is_skipped(root, name, damag
 
 def test_training_on_bad_data_fails_at_start_up_by_default_and_skips_on_request(root, tmp_path, capsys):
     (root / GROUP / "1" / "3.png").unlink()
-    _edit_line(root / GROUP / "4" / layout.POSITIONS_FILE, 2, "nan,0,0")
+    edit_line(root / GROUP / "4" / layout.POSITIONS_FILE, 2, "nan,0,0")
     bad_val = layout.list_trajectories(root, "validate")[1]
     (bad_val / "0.png").write_bytes(b"\x89PNG broken")
     assert train.main(run_argv(root, tmp_path / "strict", "--niter", "1")) == 1
