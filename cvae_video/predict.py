@@ -33,7 +33,7 @@ from PIL import Image
 from .data import layout
 from .errors import CvaeError, DataError
 from .fileio import atomic_write
-from .inference import inference_precision, open_trained
+from .inference import inference_precision, open_trained, predict_batch
 from .runtime import PRECISIONS, autocast, resolve_device
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -137,14 +137,12 @@ def predict_own(ckpt: str, frames: str, actions: str, positions: str | None, n_f
     stats = trained.stats
     cond = read_conditions(actions, positions, len(given) + n_future, stats.mean)
     start = len(given) - n_past
-    cond = stats.normalize(cond[start:start + n_past + n_future])
-    x = torch.from_numpy(given[start:]).permute(0, 3, 1, 2).float().div(255)[None].to(dev)
+    batch = {"frames": torch.from_numpy(given[start:]).permute(0, 3, 1, 2)[None],          # (1, n_past, C, H, W)
+             "cond": torch.from_numpy(stats.normalize(cond[start:start + n_past + n_future]))[None]}
     prec = inference_precision(precision, trained.model, n_past, "cvae-predict")
-    gen = torch.Generator(dev).manual_seed(seed)
-    with torch.inference_mode(), autocast(dev, prec):
-        pred = trained.model.predict(x, torch.from_numpy(cond)[None].to(dev), n_future, n_samples=n_samples,
-                                     generator=gen)
-    pred = (pred[0].float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+    pred = predict_batch(trained.model, batch, n_past=n_past, n_future=n_future, n_samples=n_samples, seed=seed,
+                         amp=autocast(dev, prec)).samples[0]                                # (S, F, C, H, W)
+    pred = (pred.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
     return _write(Path(out), given, pred, fps)
 
 

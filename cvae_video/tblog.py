@@ -27,6 +27,12 @@ def available() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
+def side_by_side(pred) -> torch.Tensor:
+    """Ground truth beside the first sample of the first sequence of ``pred``: (T, C, H, 2W) uint8."""
+    sample = torch.cat([pred.x[0, :pred.n_past], pred.samples[0, 0]], 0)
+    return (torch.cat([pred.x[0], sample], -1).clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+
+
 class TrainingLog:
     """The run's TensorBoard writer, or nothing (every method a no-op) when it does not write."""
 
@@ -51,8 +57,9 @@ class TrainingLog:
         for key, value in (("beta", beta), ("tfr", tfr), ("lr", lr)):
             self.writer.add_scalar(f"train/{key}", value, steps_done)
 
-    def epoch(self, steps_done: int, record: dict, grid: Path | None, video: np.ndarray | None) -> None:
-        """``video``: (T, C, H, W) uint8 frames (ground truth beside a sample), drawn only where moviepy is."""
+    def epoch(self, steps_done: int, record: dict, grid: Path | None, pred=None) -> None:
+        """``grid``: the PNG to show; ``pred``: the epoch's :class:`~cvae_video.inference.Predictions`, whose first
+        sequence becomes a video (ground truth beside the first sample) where moviepy is installed."""
         if self.writer is None:
             return
         for tag, key in (("val/psnr", "val_psnr"), ("val/ssim", "val_ssim"), ("val/kl_per_step", "val_kl")):
@@ -63,8 +70,8 @@ class TrainingLog:
             with Image.open(grid) as im:
                 self.writer.add_image("val/predictions", np.asarray(im.convert("RGB")), steps_done,
                                       dataformats="HWC")
-        if video is not None and importlib.util.find_spec("moviepy") is not None:
-            self.writer.add_video("val/prediction_video", torch.from_numpy(video)[None], steps_done, fps=4)
+        if pred is not None and importlib.util.find_spec("moviepy") is not None:
+            self.writer.add_video("val/prediction_video", side_by_side(pred)[None], steps_done, fps=4)
         self.writer.flush()
 
     def close(self) -> None:

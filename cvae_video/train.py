@@ -284,12 +284,6 @@ def _open_data(root: Path, cfg: TrainConfig, stats: ConditionStats | None, log_d
     return splits["train"], val_ds
 
 
-def _side_by_side(pred):
-    """Ground truth beside the first sample of the first sequence, (T, C, H, 2W) uint8, for a video."""
-    x = torch.cat([pred.x[0, :pred.n_past], pred.samples[0, 0]], 0)
-    return (torch.cat([pred.x[0], x], -1).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
-
-
 def _save_pictures(model, val_ds, cfg: TrainConfig, amp, epoch: int, log_dir: Path):
     """The grids of the first ``n_pictures`` validation sequences (``picture_samples`` futures each, the best by
     SSIM first), as ``cvae-make-gif`` draws them; the last ``KEEP_PICTURES`` epochs' grids are kept."""
@@ -436,8 +430,7 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
     tfr = teacher_forcing_ratio(epoch, cfg.tfr, cfg.tfr_start_decay_epoch, cfg.tfr_decay_step, cfg.tfr_lower_bound)
     sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0}
     n_good = skipped = 0
-    beta = kl_weight(state.step, state.kl_total_steps, cfg.kl_anneal_cyclical, cfg.kl_anneal_ratio,
-                     cfg.kl_anneal_cycle, cfg.kl_weight_max)
+    beta = None   # the last step's; an epoch always has epoch_size >= 1 steps
     bar = tqdm(run.loader, total=cfg.epoch_size, desc=f"epoch {epoch + 1}/{cfg.niter}", leave=False,
                disable=not progress, dynamic_ncols=True)
     for batch in _stop_on_bad_frame(bar, lambda: _last_good_text(run.last_good, state.step)):
@@ -517,8 +510,7 @@ def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool)
     plot_training_curves(state.records, run.log_dir / "training_curves.png")
     with _keep_rng(run.device):
         pred = _save_pictures(run.model, run.val_ds, cfg, run.amp, epoch, run.log_dir)
-    run.tb.epoch(state.step, record, run.log_dir / "pictures" / f"epoch{epoch:04d}_seq0.png",
-                 _side_by_side(pred) if pred is not None else None)
+    run.tb.epoch(state.step, record, run.log_dir / "pictures" / f"epoch{epoch:04d}_seq0.png", pred)
     warning = collapse_warning(val_kl, state.step, state.kl_total_steps, cfg)
     if warning:
         tqdm.write(f"cvae-train: warning: {warning}", file=sys.stderr)

@@ -52,3 +52,16 @@ def test_off_and_missing_package(tmp_path, monkeypatch):
     assert TrainingLog(tmp_path, "auto").writer is None
     with pytest.raises(ConfigError, match="pip install"):
         TrainingLog(tmp_path, "on")
+
+
+def test_the_video_is_ground_truth_beside_the_first_sample():
+    import torch
+    from cvae_video.inference import Predictions
+    from cvae_video.tblog import side_by_side
+    x = torch.rand(2, 5, 3, 8, 8)
+    samples = torch.rand(2, 3, 3, 3, 8, 8)                     # (B, S, F = T - n_past, C, H, W)
+    video = side_by_side(Predictions(x, samples, n_past=2))
+    assert video.shape == (5, 3, 8, 16) and video.dtype == torch.uint8
+    assert torch.equal(video[..., :8], (x[0] * 255 + 0.5).to(torch.uint8))
+    assert torch.equal(video[2:, ..., 8:], (samples[0, 0] * 255 + 0.5).to(torch.uint8))
+    assert torch.equal(video[:2, ..., 8:], video[:2, ..., :8])  # the given frames on both sides
