@@ -31,6 +31,21 @@ from .rnn import GaussianLSTM, PredictorLSTM, gaussian_kl, reparameterize
 
 PRIORS = ("fixed", "learned")
 OUTPUTS = ("direct", "compose")
+# which part of the condition c_t = (action_t, position_t) the model receives; "none" is action-free
+CONDITIONS = ("full", "actions", "positions", "none")
+ACTION_DIM = 4   # the first ACTION_DIM numbers of c_t are the action, the rest the position
+
+
+def condition_columns(condition: str, cond_dim: int) -> list[int]:
+    """The columns of a ``cond_dim``-number condition that ``condition`` keeps."""
+    if condition == "full":
+        return list(range(cond_dim))
+    if condition == "none":
+        return []
+    if cond_dim <= ACTION_DIM:
+        raise ValueError(f"condition {condition!r} needs actions and positions in the condition "
+                         f"({ACTION_DIM} + at least 1 numbers), got cond_dim={cond_dim}")
+    return list(range(ACTION_DIM)) if condition == "actions" else list(range(ACTION_DIM, cond_dim))
 
 
 def _frames(x: torch.Tensor, index: int | list[int]) -> torch.Tensor:
@@ -117,7 +132,8 @@ class ModelConfig:
     g_dim: int = 128
     z_dim: int = 64
     rnn_size: int = 256
-    cond_dim: int = 7
+    cond_dim: int = 7           # numbers per frame in the data's condition (BAIR: 4 action + 3 position)
+    condition: str = "full"     # what of it the model sees: full, actions, positions or none (action-free)
     prior: str = "fixed"
     posterior_rnn_layers: int = 1
     prior_rnn_layers: int = 1
@@ -133,6 +149,12 @@ class ModelConfig:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
+        if self.condition == "none" and (self.spatial_cond or self.keypoints):
+            drawn = [f"{k}={getattr(self, k)}" for k in ("spatial_cond", "keypoints") if getattr(self, k)]
+            raise ValueError(f"condition 'none' gives the decoder no condition to draw: turn off "
+                             f"{', '.join(drawn)}")
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
         for name in ("g_dim", "z_dim", "rnn_size", "posterior_rnn_layers", "prior_rnn_layers",
@@ -151,6 +173,11 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def cond_in(self) -> int:
+        """How many numbers of the condition the model takes per frame."""
+        return len(condition_columns(self.condition, self.cond_dim))
+
 
 class CVAE(nn.Module):
     def __init__(self, cfg: ModelConfig):
@@ -159,16 +186,30 @@ class CVAE(nn.Module):
         self.compose = cfg.output == "compose"
         K = cfg.motion_kernels
         out_channels = cfg.channels + (2 + K if K else 1) if self.compose else cfg.channels
+        self.columns = condition_columns(cfg.condition, cfg.cond_dim)
         self.encoder, self.decoder = build_backbone(cfg.backbone, cfg.g_dim, cfg.channels, cfg.width, out_channels,
-                                                    2 * cfg.cond_dim if cfg.spatial_cond else 0,
+                                                    2 * cfg.cond_in if cfg.spatial_cond else 0,
                                                     2 * cfg.keypoints)
-        self.keypoints = ConditionKeypoints(cfg.cond_dim, cfg.keypoints) if cfg.keypoints else None
+        self.keypoints = ConditionKeypoints(cfg.cond_in, cfg.keypoints) if cfg.keypoints else None
         self.motion = MotionKernels(cfg.g_dim, K) if K else None
-        self.predictor = PredictorLSTM(cfg.g_dim + cfg.z_dim + cfg.cond_dim, cfg.g_dim, cfg.rnn_size,
+        self.predictor = PredictorLSTM(cfg.g_dim + cfg.z_dim + cfg.cond_in, cfg.g_dim, cfg.rnn_size,
                                        cfg.predictor_rnn_layers)
         self.posterior = GaussianLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.posterior_rnn_layers)
         self.prior = (GaussianLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.prior_rnn_layers)
                       if cfg.prior == "learned" else None)
+
+    def select_condition(self, cond: torch.Tensor | None, batch: int, steps: int, like: torch.Tensor
+                         ) -> torch.Tensor:
+        """The part of cond (B, T, cond_dim) the model sees: (B, T, cond_in). With condition ``none`` cond may be
+        None (a data set without conditions) and the result is (batch, steps, 0)."""
+        if self.cfg.condition == "none":
+            return like.new_zeros(batch, steps, 0)
+        if cond is None:
+            raise ValueError(f"condition {self.cfg.condition!r} needs the condition; only 'none' predicts without")
+        if cond.shape[-1] != self.cfg.cond_dim:
+            raise ValueError(f"cond has {cond.shape[-1]} numbers per frame, the model was built for "
+                             f"{self.cfg.cond_dim}")
+        return cond if self.cfg.condition == "full" else cond[..., self.columns]
 
     # ---- frame-level helpers: time folded into the batch -------------------------------------------------
     def encode_frames(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -256,6 +297,7 @@ class CVAE(nn.Module):
         if not 1 <= n_past < T:
             raise ValueError(f"need 1 <= n_past < T, got n_past={n_past}, T={T}")
         tf = torch.as_tensor(teacher_forcing, device=x.device).expand(B)
+        cond = self.select_condition(cond, B, T, x)
         h, skips = self.encode(x)                                   # (B, T, g), [(B, T, c, h, w)]
         (mu_q, logvar_q), _ = self.posterior(h[:, 1:])              # q(z_t | x_1..t), t = 1..T-1
         z = reparameterize(mu_q, logvar_q)                          # (B, T-1, z)
@@ -336,6 +378,7 @@ class CVAE(nn.Module):
             raise ValueError(f"z_mode must be 'sample' or 'mean', got {z_mode!r}")
         B, n_past = x_past.shape[:2]
         T = n_past + n_future
+        cond = self.select_condition(cond, B, T, x_past)
         if cond.shape[1] < T:
             raise ValueError(f"cond has {cond.shape[1]} steps, need {T}")
         h, skips = self.encode(x_past)
