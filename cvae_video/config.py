@@ -65,6 +65,7 @@ class TrainConfig:
     kl_anneal_cycle: int = 4
     kl_weight_max: float = 1.0
     free_bits: float = 0.0             # nats per step: the KL term counts max(KL_t, free_bits) (0 = off)
+    kl_balance: float = 0.0            # a in (0, 1): with a learned prior, weight a on the prior's half of the KL, 1 - a on the posterior's (0 = off)
     # sequence protocol
     n_past: int = 2
     n_future: int = 10
@@ -116,6 +117,7 @@ class TrainConfig:
             ("kl_anneal_cycle", self.kl_anneal_cycle >= 1, "must be >= 1"),
             ("kl_weight_max", self.kl_weight_max >= 0, "must be >= 0"),
             ("free_bits", self.free_bits >= 0, "must be >= 0"),
+            ("kl_balance", 0 <= self.kl_balance < 1, "must be in [0, 1)"),
             ("n_past", self.n_past >= 1, "must be >= 1"),
             ("n_future", self.n_future >= 1, "must be >= 1"),
             ("n_eval", self.n_eval >= 1, "must be >= 1"),

@@ -72,6 +72,21 @@ class NonFiniteLoss(CvaeError):
     """A loss that is NaN or infinite, beyond what ``skip_nonfinite`` allows."""
 
 
+def kl_term(out: dict, cfg: TrainConfig) -> torch.Tensor:
+    """The KL part of the loss (before beta) from the model's outputs: sum over steps of KL_t, with free bits
+    max(KL_t, free_bits). With ``kl_balance`` a in (0, 1) and a learned prior, the two halves are weighted apart
+    (KL balancing, Hafner et al. 2021): a KL(sg(q) || p) trains the prior towards the posterior, and
+    (1 - a) max(KL(q || sg(p)), free_bits) the posterior towards the prior, so the prior keeps learning while free
+    bits leave the posterior alone. a = 0.5 without free bits is the plain KL."""
+    floor = cfg.free_bits
+    if cfg.kl_balance and "kl_prior_per_step" in out:
+        post = out["kl_posterior_per_step"]
+        post = post.clamp(min=floor) if floor > 0 else post
+        a = cfg.kl_balance
+        return a * out["kl_prior_per_step"].sum() + (1 - a) * post.sum()
+    return out["kl_per_step"].clamp(min=floor).sum() if floor > 0 else out["kl"]
+
+
 def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, *, beta: float, tfr: float, device, amp,
                tf_generator: torch.Generator | None = None,
                world: distributed.World = distributed.World()) -> dict:
@@ -92,7 +107,7 @@ def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, *, beta: float
     with amp:
         out = model(x, cond, cfg.n_past, teacher_forcing)
     # recon and kl: sums over steps (see CVAE.forward); free bits: a step's KL below the floor costs nothing
-    kl = out["kl_per_step"].clamp(min=cfg.free_bits).sum() if cfg.free_bits > 0 else out["kl"]
+    kl = kl_term(out, cfg)
     loss = out["recon"] + beta * kl
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()   # before the check, so that under DDP every rank runs the same collectives

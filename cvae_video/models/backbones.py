@@ -224,9 +224,12 @@ def _vgg_block(widths: list[int]) -> nn.Sequential:
 
 
 class VGGEncoder(nn.Module):
+    point_skip = 1   # skip map that image points are found in (32x32)
+
     def __init__(self, g_dim: int, channels: int = 3, width: float = 1.0):
         super().__init__()
         c1, c2, c3, c4 = _widths(width)
+        self.point_channels = c2
         self.blocks = nn.ModuleList([
             _vgg_block([channels, c1, c1]),   # 64x64
             _vgg_block([c1, c2, c2]),         # 32x32
@@ -287,9 +290,12 @@ class VGGDecoder(_SkipDecoder):
 
 
 class DCGANEncoder(nn.Module):
+    point_skip = 1   # skip map that image points are found in (32x32)
+
     def __init__(self, g_dim: int, channels: int = 3, width: float = 1.0):
         super().__init__()
         c1, c2, c3, c4 = _widths(width)
+        self.point_channels = c1
         self.blocks = nn.ModuleList([
             nn.Sequential(nn.Conv2d(channels, c1, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)),  # 32x32
             _conv_bn_act(c1, c2, 4, 2, 1),  # 16x16

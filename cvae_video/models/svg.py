@@ -33,6 +33,7 @@ PRIORS = ("fixed", "learned")
 OUTPUTS = ("direct", "compose")
 # which part of the condition c_t = (action_t, position_t) the model receives; "none" is action-free
 CONDITIONS = ("full", "actions", "positions", "none")
+POSTERIOR_INPUTS = ("frame", "change")
 ACTION_DIM = 4   # the first ACTION_DIM numbers of c_t are the action, the rest the position
 
 
@@ -80,7 +81,7 @@ class ConditionKeypoints(nn.Module):
 
     def points(self, c: torch.Tensor) -> torch.Tensor:
         """c (N, cond_dim) -> (N, n, 2) points (x, y), in the [-1, 1] coordinates of ``coordinate_maps``."""
-        return self.proj(c).unflatten(-1, (self.n, 2))
+        return self.proj(c.to(self.proj.weight.dtype)).unflatten(-1, (self.n, 2))
 
     def forward(self, c: torch.Tensor, size: int) -> torch.Tensor:
         """c (N, cond_dim) -> (N, n, size, size) blobs exp(-|p - point|^2 / (2 sigma^2)) over pixel centres p."""
@@ -124,6 +125,27 @@ class MotionKernels(nn.Module):
         return out.view(N, C, K, H, W).transpose(1, 2)
 
 
+class SpatialSoftmaxPoints(nn.Module):
+    """K image points found in a feature map: a 1x1 convolution to K maps, a softmax over each map's pixels, and
+    the expected pixel coordinates under it (a spatial soft-argmax, as in Finn et al. 2016's deep spatial
+    autoencoders). Where something is in the frame becomes two numbers that move with it, which the recurrent
+    parts can carry and the posterior can read, instead of a pattern spread over a vector of features."""
+
+    def __init__(self, channels: int, n: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, n, 1)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        """f (N, C, H, W) -> (N, 2 n): (x, y) of each point in [-1, 1], x along columns."""
+        a = self.conv(f).float()
+        N, n, H, W = a.shape
+        p = torch.softmax(a.flatten(2), -1).view(N, n, H, W)
+        ys, xs = (torch.linspace(-1.0, 1.0, k, device=f.device) for k in (H, W))
+        x = (p.sum(2) * xs).sum(-1)
+        y = (p.sum(3) * ys).sum(-1)
+        return torch.stack([x, y], -1).flatten(1)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "vgg"
@@ -141,7 +163,14 @@ class ModelConfig:
     last_frame_skip: bool = False
     output: str = "direct"      # "direct": decoder -> 3 channels + sigmoid (SVG); "compose": see CVAE
     spatial_cond: bool = False  # the decoder also sees the condition broadcast over its maps: see CVAE.render
-    keypoints: int = 0          # with spatial_cond: image points learnt from the condition, drawn as blobs
+    keypoints: int = 0          # with spatial_cond or spatial_state: image points learnt from it, drawn as blobs
+    frame_feedback: bool = True  # False: predicted frames are not fed back; past the given frames the predictor
+                                 # sees no frame and z carries what is new (the dynamics live in the LSTM state)
+    frame_keypoints: int = 0    # K > 0: h_t also holds K image points found in frame t (spatial softmax), see CVAE
+    posterior_input: str = "frame"   # what q(z_t | ...) reads per step: "frame" h_t, or "change" (h_t, h_t - h_t-1)
+    posterior_logvar_init: float = 0.0   # initial log-variance of q(z_t | x_1..t): below 0, z starts sharp
+    spatial_state: int = 0      # D > 0: the decoder sees D numbers per frame made from the predictor's output g_t
+                                # (and D for the skip frame) as it sees a spatial condition: see CVAE.render
     motion_kernels: int = 0     # with compose: K kernels that move the previous frame's pixels (CDNA), see render
 
     def __post_init__(self):
@@ -149,9 +178,14 @@ class ModelConfig:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
+        if not self.frame_feedback and (self.last_frame_skip or self.motion_kernels):
+            raise ValueError("frame_feedback=False feeds no predicted frame back, so last_frame_skip and "
+                             "motion_kernels (which read the previous frame) cannot be used with it")
+        if self.posterior_input not in POSTERIOR_INPUTS:
+            raise ValueError(f"posterior_input must be one of {POSTERIOR_INPUTS}, got {self.posterior_input!r}")
         if self.condition not in CONDITIONS:
             raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
-        if self.condition == "none" and (self.spatial_cond or self.keypoints):
+        if self.condition == "none" and self.spatial_cond:
             drawn = [f"{k}={getattr(self, k)}" for k in ("spatial_cond", "keypoints") if getattr(self, k)]
             raise ValueError(f"condition 'none' gives the decoder no condition to draw: turn off "
                              f"{', '.join(drawn)}")
@@ -166,8 +200,12 @@ class ModelConfig:
         if self.motion_kernels < 0 or self.motion_kernels and self.output != "compose":
             raise ValueError(f"motion_kernels must be >= 0 and need output 'compose', got "
                              f"motion_kernels={self.motion_kernels}, output={self.output!r}")
-        if self.keypoints < 0 or self.keypoints and not self.spatial_cond:
-            raise ValueError(f"keypoints must be >= 0 and need spatial_cond, got keypoints={self.keypoints}, "
+        if self.spatial_state < 0 or self.spatial_state and self.spatial_cond:
+            raise ValueError(f"spatial_state must be >= 0 and cannot be combined with spatial_cond, got "
+                             f"spatial_state={self.spatial_state}, spatial_cond={self.spatial_cond}")
+        if self.keypoints < 0 or self.keypoints and not (self.spatial_cond or self.spatial_state):
+            raise ValueError(f"keypoints must be >= 0 and need spatial_cond or spatial_state, got "
+                             f"keypoints={self.keypoints}, spatial_state={self.spatial_state}, "
                              f"spatial_cond={self.spatial_cond}")
 
     def to_dict(self) -> dict:
@@ -188,14 +226,22 @@ class CVAE(nn.Module):
         out_channels = cfg.channels + (2 + K if K else 1) if self.compose else cfg.channels
         self.columns = condition_columns(cfg.condition, cfg.cond_dim)
         self.encoder, self.decoder = build_backbone(cfg.backbone, cfg.g_dim, cfg.channels, cfg.width, out_channels,
-                                                    2 * cfg.cond_in if cfg.spatial_cond else 0,
-                                                    2 * cfg.keypoints)
-        self.keypoints = ConditionKeypoints(cfg.cond_in, cfg.keypoints) if cfg.keypoints else None
+                                                    2 * self.drawn_dim, 2 * cfg.keypoints)
+        self.keypoints = ConditionKeypoints(self.drawn_dim, cfg.keypoints) if cfg.keypoints else None
+        self.state_head = nn.Linear(cfg.g_dim, 2 * cfg.spatial_state) if cfg.spatial_state else None
         self.motion = MotionKernels(cfg.g_dim, K) if K else None
-        self.predictor = PredictorLSTM(cfg.g_dim + cfg.z_dim + cfg.cond_in, cfg.g_dim, cfg.rnn_size,
+        h_dim = cfg.g_dim + 2 * cfg.frame_keypoints
+        self.predictor = PredictorLSTM(h_dim + cfg.z_dim + cfg.cond_in, cfg.g_dim, cfg.rnn_size,
                                        cfg.predictor_rnn_layers)
-        self.posterior = GaussianLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.posterior_rnn_layers)
-        self.prior = (GaussianLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.prior_rnn_layers)
+        h_dim = cfg.g_dim + 2 * cfg.frame_keypoints
+        self.frame_points = (SpatialSoftmaxPoints(self.encoder.point_channels, cfg.frame_keypoints)
+                             if cfg.frame_keypoints else None)
+        post_in = h_dim * (2 if cfg.posterior_input == "change" else 1)
+        self.posterior = GaussianLSTM(post_in, cfg.z_dim, cfg.rnn_size, cfg.posterior_rnn_layers)
+        if cfg.posterior_logvar_init:
+            with torch.no_grad():
+                self.posterior.logvar.bias.fill_(cfg.posterior_logvar_init)
+        self.prior = (GaussianLSTM(h_dim, cfg.z_dim, cfg.rnn_size, cfg.prior_rnn_layers)
                       if cfg.prior == "learned" else None)
 
     def select_condition(self, cond: torch.Tensor | None, batch: int, steps: int, like: torch.Tensor
@@ -211,10 +257,19 @@ class CVAE(nn.Module):
                              f"{self.cfg.cond_dim}")
         return cond if self.cfg.condition == "full" else cond[..., self.columns]
 
+    @property
+    def drawn_dim(self) -> int:
+        """Numbers per frame that the decoder draws spatially (for the drawn frame and again for the skip frame)."""
+        if self.cfg.spatial_state:
+            return self.cfg.spatial_state
+        return self.cfg.cond_in if self.cfg.spatial_cond else 0
+
     # ---- frame-level helpers: time folded into the batch -------------------------------------------------
     def encode_frames(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """x (N, C, H, W) -> h (N, g_dim) and the skip features; with ``compose`` the frame itself is the last."""
         h, skips = self.encoder(x)
+        if self.frame_points is not None:
+            h = torch.cat([h, self.frame_points(skips[self.encoder.point_skip]).to(h.dtype)], -1)
         return h, (skips + [x] if self.compose else skips)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -252,12 +307,14 @@ class CVAE(nn.Module):
         weights that the decoder emits (normalised to sum to one): motion-based output as in CDNA (Finn et al.
         2016). What moves a little from one frame to the next, a pushed object, is moved rather than drawn.
         """
+        if self.state_head is not None:   # what the predictor says about the drawn frame and the skip frame
+            c = torch.tanh(self.state_head(g))
         maps = None
         if self.keypoints is not None:   # blobs at the points of the drawn frame's and the skip frame's condition
             c_now, c_src = c.chunk(2, -1)
             maps = lambda size: torch.cat([self.keypoints(c_now, size), self.keypoints(c_src, size)], 1) \
                 .contiguous(memory_format=torch.channels_last)
-        terms = self.decoder.cond_terms(c if self.cfg.spatial_cond else None, maps)
+        terms = self.decoder.cond_terms(c if self.drawn_dim else None, maps)
         if not self.compose:
             return self.decoder.decode(g, skip_in, terms)
         out = self.decoder.decode(g, skip_in[:-1], terms)
@@ -274,6 +331,12 @@ class CVAE(nn.Module):
     def _skip_index(self, t: int, n_past: int) -> int:
         """Frame whose encoder features are the skip connections at step t (ground-truth path)."""
         return t - 1 if self.cfg.last_frame_skip else min(t - 1, n_past - 1)
+
+    def _posterior_input(self, h: torch.Tensor) -> torch.Tensor:
+        """Encoded frames h (B, L, g) -> the posterior's inputs for steps 1 .. L-1."""
+        if self.cfg.posterior_input == "change":
+            return torch.cat([h[:, 1:], h[:, 1:] - h[:, :-1]], -1)
+        return h[:, 1:]
 
     def _prior_stats(self, h_prev: torch.Tensor, state):
         if self.prior is None:
@@ -299,13 +362,15 @@ class CVAE(nn.Module):
         tf = torch.as_tensor(teacher_forcing, device=x.device).expand(B)
         cond = self.select_condition(cond, B, T, x)
         h, skips = self.encode(x)                                   # (B, T, g), [(B, T, c, h, w)]
-        (mu_q, logvar_q), _ = self.posterior(h[:, 1:])              # q(z_t | x_1..t), t = 1..T-1
+        (mu_q, logvar_q), _ = self.posterior(self._posterior_input(h))              # q(z_t | x_1..t), t = 1..T-1
         z = reparameterize(mu_q, logvar_q)                          # (B, T-1, z)
 
         # Steps whose input frame is ground truth run as one sequence: all of them under full teacher forcing,
         # else the past steps 1 .. n_past.
-        n_seq = T - 1 if bool(tf.all()) else n_past
+        n_seq = T - 1 if bool(tf.all()) or not self.cfg.frame_feedback else n_past
         h_in = h[:, :n_seq]
+        if not self.cfg.frame_feedback:   # steps whose input frame is not a past frame see none
+            h_in = torch.cat([h_in[:, :n_past], h_in.new_zeros(B, n_seq - n_past, h_in.shape[-1])], 1)
         g, p_state = self.predictor(torch.cat([h_in, z[:, :n_seq], cond[:, 1:n_seq + 1]], -1))
         (mu_p, logvar_p), prior_state = self._prior_stats(h_in, None)
         # The skip context of each frame that gives skips, computed once however many steps share it.
@@ -348,16 +413,21 @@ class CVAE(nn.Module):
         mu_p, logvar_p = torch.cat(mu_ps, 1), torch.cat(logvar_ps, 1)
         # Loss in float32 whatever the autocast precision.
         recon_t = ((x_hat.float() - x[:, 1:].float()) ** 2).mean(dim=(0, 2, 3, 4))            # (T-1,)
-        kl_t = gaussian_kl(mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float()).mean(0)  # (T-1,)
-        return {"recon": recon_t.sum(), "kl": kl_t.sum(), "recon_per_step": recon_t, "kl_per_step": kl_t,
-                "x_hat": x_hat}
+        mu_q, logvar_q, mu_p, logvar_p = mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float()
+        kl_t = gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).mean(0)                                 # (T-1,)
+        out = {"recon": recon_t.sum(), "kl": kl_t.sum(), "recon_per_step": recon_t, "kl_per_step": kl_t,
+               "x_hat": x_hat}
+        if self.prior is not None:   # the KL's two halves: what moves the posterior, what moves the prior
+            out["kl_posterior_per_step"] = gaussian_kl(mu_q, logvar_q, mu_p.detach(), logvar_p.detach()).mean(0)
+            out["kl_prior_per_step"] = gaussian_kl(mu_q.detach(), logvar_q.detach(), mu_p, logvar_p).mean(0)
+        return out
 
     def latent_kl(self, x: torch.Tensor) -> torch.Tensor:
         """KL(q(z_t | x_1..t) || p(z_t | x_1..t-1)) for frames x (B, T, C, H, W): (B, T-1), summed over latent
         dimensions; steps t = 1 .. T-1 on the ground truth, as in training with teacher forcing. Near zero when
         the posterior has collapsed onto the prior (z then carries nothing about the frames)."""
         h, _ = self.encode(x)
-        (mu_q, logvar_q), _ = self.posterior(h[:, 1:])
+        (mu_q, logvar_q), _ = self.posterior(self._posterior_input(h))
         (mu_p, logvar_p), _ = self._prior_stats(h[:, :-1], None)
         return gaussian_kl(mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float())
 
@@ -393,7 +463,7 @@ class CVAE(nn.Module):
 
         p_state = prior_state = None
         if n_past > 1:   # warm up on the past steps 1 .. n_past-1 with the posterior's samples (or mean)
-            (mu_q, logvar_q), _ = self.posterior(h[:, 1:])
+            (mu_q, logvar_q), _ = self.posterior(self._posterior_input(h))
             z = draw(mu_q, logvar_q)
             _, p_state = self.predictor(torch.cat([h[:, :-1], z, cond[:, 1:n_past]], -1))
             if self.prior is not None:
@@ -408,7 +478,9 @@ class CVAE(nn.Module):
             x_t = self.render(g_t, skip_in, torch.cat([cond[:, t], cond[:, src]], -1), prev)
             out.append(x_t)
             prev = x_t if prev is not None else None
-            if t < T - 1:
+            if t < T - 1 and not self.cfg.frame_feedback:
+                h_prev = torch.zeros_like(h_prev)
+            elif t < T - 1:
                 h_prev, skip_t = self.encode_frames(x_t)
                 if self.cfg.last_frame_skip:
                     skip_in = self.skip_inputs(skip_t)
