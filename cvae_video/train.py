@@ -554,7 +554,7 @@ def train(cfg: TrainConfig, checkpoint: str | os.PathLike | None = None, overwri
 
 def build_parser() -> argparse.ArgumentParser:
     # no ArgumentDefaultsHelpFormatter: config flags default to None (= not given) and name their real default
-    p = argparse.ArgumentParser(prog="cvae-train", description="Train the action-conditioned SVG video predictor.")
+    p = config_mod.ArgumentParser(prog="cvae-train", description="Train the action-conditioned SVG video predictor.")
     config_mod.add_arguments(p)
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="LOG_DIR|CKPT",
                    help="continue a run from its last.pt: the run in --log_dir, the run folder LOG_DIR, or the "
