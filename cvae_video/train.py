@@ -258,12 +258,14 @@ def _open_data(root: Path, cfg: TrainConfig, stats: ConditionStats | None, log_d
     """The training and validation sets, every frame checked at start-up; bad trajectories stop the run (naming
     the first bad file) or, with ``on_bad_sample = "skip"``, are left out, counted and listed in data_report.json."""
     splits = {}
+    conditions = cfg.model.condition != "none"   # a model without conditions reads the frames alone
     for split, seq_len in (("train", cfg.n_past + cfg.n_future), ("validate", cfg.n_past + cfg.n_eval)):
         try:
             splits[split] = VideoDataset(root, split, seq_len, stats=stats, check_frames=True,
-                                         on_bad_sample=cfg.on_bad_sample)
+                                         on_bad_sample=cfg.on_bad_sample, with_conditions=conditions)
         except BadTrajectory as e:
-            raise BadTrajectory(f"{e} (`cvae-data check --data_root {root}` lists every problem; "
+            check = f"cvae-data check --data_root {root}" + ("" if conditions else " --condition none")
+            raise BadTrajectory(f"{e} (`{check}` lists every problem; "
                                 f"--on_bad_sample skip trains without the bad trajectories)") from None
         if stats is None:
             stats = splits[split].stats
