@@ -273,6 +273,14 @@ def global_mean(values: np.ndarray, world: World) -> float:
     return total / count
 
 
+def global_sum(values: np.ndarray, world: World) -> np.ndarray:
+    """``values`` (n, ...) summed over its first axis and over the entries of all ranks: float64 (...)."""
+    total = np.asarray(values, np.float64).sum(0)
+    if not world.is_distributed:
+        return total
+    return np.asarray(_all_reduce_sum(total.ravel().tolist(), world), np.float64).reshape(total.shape)
+
+
 def average_logs(logs: dict[str, float], world: World) -> dict[str, float]:
     """A training step's scalar logs averaged over the ranks: the global batch's mean loss, which every rank then
     sees (so a non-finite loss stops all of them at the same step)."""
