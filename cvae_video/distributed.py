@@ -20,8 +20,8 @@ CPU with gloo. The decisions, made once at the top of ``train``:
   shared by all ranks (drawn from a generator seeded with (seed, epoch)), and a per-sample decision is refused.
 - Only rank 0 writes logs, pictures and checkpoints; checkpoints hold the unwrapped model (no ``module.``).
 - Validation: rank r scores the batches r, r + WORLD_SIZE, ... of the validate split and the per-frame PSNR sums
-  and counts are all-reduced; latent draws are seeded per batch (see ``evaluate.score_split``), so the result
-  equals a single process scoring the whole split.
+  and counts, and the sums of the posterior means behind the active units, are all-reduced; latent draws are
+  seeded per batch (see ``evaluate.score_split``), so the result equals a single process scoring the whole split.
 """
 
 from __future__ import annotations
