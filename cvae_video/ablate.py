@@ -13,6 +13,10 @@ A study file (TOML) names the base config, overrides for every run (e.g. shorter
     values = [1.0, 0.0]
     labels = ["on (tfr 1)", "off (tfr 0)"]   # optional
 
+A value may also be a table of several keys, for a setting that needs more than one change: with the demo's
+decoder, which draws the condition, ``values = ["full", {condition = "none", spatial_cond = false, keypoints = 0}]``
+compares the model with and without conditions.
+
 Every distinct config is trained once (a setting equal to the base is the base run, shared by all factors), then
 evaluated on the test split and drawn. A run that finished (``done.json``) is not trained again; an interrupted one
 is resumed. ``report.md`` is written from the runs' own ``metrics.jsonl`` and ``eval.json``: no number is typed in.
@@ -32,6 +36,7 @@ from pathlib import Path
 from . import config as config_mod
 from .errors import ConfigError, CvaeError
 from .fileio import BadFile, atomic_write_json, atomic_write_text, read_json, read_json_lines
+from .metrics import ACTIVE_UNITS_THRESHOLD
 from .runtime import keep_freed_memory
 
 
@@ -75,7 +80,11 @@ def load_study(path: str | Path) -> tuple[dict, list[Factor]]:
             raise ConfigError(f"{path}: factor {i + 1} lacks {', '.join(sorted(missing))}")
         if f["key"] not in config_mod.KEYS:
             raise ConfigError(f"{path}: factor {f['name']!r}: unknown config key {f['key']!r}")
-        labels = f.get("labels") or [f"{f['key']} = {v}" for v in f["values"]]
+        for v in f["values"]:
+            unknown = [k for k in v if k not in config_mod.KEYS] if isinstance(v, dict) else []
+            if unknown:
+                raise ConfigError(f"{path}: factor {f['name']!r}: unknown config key {unknown[0]!r} in a value")
+        labels = f.get("labels") or [_value_text(f["key"], v) for v in f["values"]]
         if len(labels) != len(f["values"]):
             raise ConfigError(f"{path}: factor {f['name']!r}: {len(labels)} labels for {len(f['values'])} values")
         factors.append(Factor(f["name"], f["key"], list(f["values"]), list(labels)))
@@ -88,6 +97,12 @@ def load_study(path: str | Path) -> tuple[dict, list[Factor]]:
     return settings, factors
 
 
+def _value_text(key: str, value) -> str:
+    """A factor's value as a label: ``key = value``, or each key of a table value."""
+    items = value.items() if isinstance(value, dict) else [(key, value)]
+    return ", ".join(f"{k} = {v}" for k, v in items)
+
+
 def plan_runs(base: dict, factors: list[Factor], out: Path) -> tuple[dict[str, Run], dict[str, list[str]]]:
     """Distinct runs, and for each factor the run id of each of its values."""
     base_flat = config_mod.from_dict(base, "study base").flat()
@@ -96,7 +111,7 @@ def plan_runs(base: dict, factors: list[Factor], out: Path) -> tuple[dict[str, R
     for f in factors:
         ids = []
         for value in f.values:
-            values = base | {f.key: value}
+            values = base | (value if isinstance(value, dict) else {f.key: value})
             cfg = config_mod.from_dict(values, f"study factor {f.name!r}")
             diff = {k: v for k, v in cfg.flat().items() if v != base_flat[k]}
             run_id = "base" if not diff else _slug("_".join(f"{k}={v}" for k, v in sorted(diff.items())))
@@ -176,12 +191,23 @@ def run_numbers(log_dir: Path) -> dict:
             "best_of_n_psnr": m["model_best_psnr"]["psnr"], "best_of_n_ssim": m["model_best_ssim"]["ssim"],
             "prior_mean_psnr": m["model_prior_mean"]["psnr"],
             "best_minus_mean_psnr": m["model_best_psnr"]["psnr"] - m["model_mean_of_n"]["psnr"],
-            "shuffled_condition_psnr": m["model_shuffled_condition"]["psnr"],
-            "kl_per_step": ev["kl_per_step"], "diversity": ev["diversity"],
+            # None where not scored (a model without conditions), as eval.json says in shuffled_condition_note
+            "shuffled_condition_psnr": (m.get("model_shuffled_condition") or {}).get("psnr"),
+            "kl_per_step": ev["kl_per_step"], "active_units": ev.get("active_units"),
+            "z_dim": len(ev["latent_variance"]) if "latent_variance" in ev else None, "diversity": ev["diversity"],
             "copy_last_psnr": m["baseline_copy_last"]["psnr"], "copy_last_ssim": m["baseline_copy_last"]["ssim"],
             "n_samples": ev["n_samples"], "n_sequences": ev["n_sequences"],
             **({"test_lpips": m["model_mean_of_n"]["lpips"], "best_of_n_lpips": m["model_best_lpips"]["lpips"],
                 "copy_last_lpips": m["baseline_copy_last"]["lpips"]} if "lpips" in ev else {})}
+
+
+def _number(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _units(numbers: dict) -> str:
+    """Active units as ``k of z_dim`` ("-" for an evaluation that did not count them)."""
+    return "-" if numbers["active_units"] is None else f"{numbers['active_units']} of {numbers['z_dim']}"
 
 
 def write_report(study_path: Path, out: Path, report_dir: Path, runs: dict[str, Run],
@@ -202,26 +228,28 @@ def write_report(study_path: Path, out: Path, report_dir: Path, runs: dict[str, 
              f"by SSIM for the SSIM column); best minus mean is best-of-N PSNR minus test PSNR. Prior mean: z "
              f"fixed at the posterior's mean for the given frames and the prior's mean after. Shuffled condition: "
              f"every sequence predicted with another test sequence's actions and positions (mean of N); the drop "
-             f"from test PSNR is what the condition is worth. KL per step: posterior against prior on the test "
-             f"sequences, nats. Diversity: standard deviation across the N samples, mean over pixels and "
-             f"predicted frames." + (" LPIPS: AlexNet v0.1, lower is closer; best-of-N by lowest LPIPS."
+             f"from test PSNR is what the condition is worth (n/a for a model without conditions). KL per step: "
+             f"posterior against prior on the test sequences, nats. Active units: latent dimensions whose "
+             f"posterior mean varies over the test sequences and steps with variance above "
+             f"{ACTIVE_UNITS_THRESHOLD:g}, of z_dim. Diversity: standard deviation across the N samples, mean over "
+             f"pixels and predicted frames." + (" LPIPS: AlexNet v0.1, lower is closer; best-of-N by lowest LPIPS."
                                       if lpips else ""), ""]
     for f in factors:
         slug = _slug(f.name.lower())
         ids = by_factor[f.name]
         lines += [f"## {f.name} (`{f.key}`)", "",
                   "| setting | run | best val PSNR | test PSNR | test SSIM | best-of-N PSNR | best minus mean "
-                  "| best-of-N SSIM | prior-mean PSNR | shuffled-condition PSNR | KL per step | diversity "
-                  "| copy-last PSNR | minutes |"
+                  "| best-of-N SSIM | prior-mean PSNR | shuffled-condition PSNR | KL per step | active units "
+                  "| diversity | copy-last PSNR | minutes |"
                   + (" test LPIPS | best-of-N LPIPS | copy-last LPIPS |" if lpips else ""),
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if lpips else "")]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if lpips else "")]
         for label, rid in zip(f.labels, ids):
             n = numbers[rid]
             lines.append(f"| {label} | `{rid}` | {n['best_val_psnr']:.2f} | {n['test_psnr']:.2f} ± "
                          f"{n['test_psnr_ci95']:.2f} | {n['test_ssim']:.4f} ± {n['test_ssim_ci95']:.4f} | "
                          f"{n['best_of_n_psnr']:.2f} | {n['best_minus_mean_psnr']:+.2f} | {n['best_of_n_ssim']:.4f} | "
-                         f"{n['prior_mean_psnr']:.2f} | {n['shuffled_condition_psnr']:.2f} | "
-                         f"{n['kl_per_step']:.3g} | {n['diversity']:.4f} | "
+                         f"{n['prior_mean_psnr']:.2f} | {_number(n['shuffled_condition_psnr'], '.2f')} | "
+                         f"{n['kl_per_step']:.3g} | {_units(n)} | {n['diversity']:.4f} | "
                          f"{n['copy_last_psnr']:.2f} | {n['train_minutes']:.1f} |"
                          + (f" {n['test_lpips']:.4f} | {n['best_of_n_lpips']:.4f} | {n['copy_last_lpips']:.4f} |"
                             if lpips else ""))

@@ -27,13 +27,16 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import ConfigError
-from .models.svg import ModelConfig
+from .models.backbones import BACKBONES
+from .models.svg import CONDITIONS, OUTPUTS, PRIORS, ModelConfig
 from .runtime import PRECISIONS
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 BAD_SAMPLE_POLICIES = ("error", "skip")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 TENSORBOARD_MODES = ("auto", "on", "off")
+LR_SCHEDULES = ("constant", "cosine")
+TRAIN_WINDOWS = ("random", "first")
 
 
 # what the data decides, not the config: the model is built for the frames and conditions it is given
@@ -106,7 +109,7 @@ class TrainConfig:
             ("lr", self.lr > 0, "must be > 0"),
             ("beta1", 0 <= self.beta1 < 1, "must be in [0, 1)"),
             ("optimizer", self.optimizer in OPTIMIZERS, f"must be one of {OPTIMIZERS}"),
-            ("lr_schedule", self.lr_schedule in ("constant", "cosine"), "must be 'constant' or 'cosine'"),
+            ("lr_schedule", self.lr_schedule in LR_SCHEDULES, "must be 'constant' or 'cosine'"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
             ("niter", self.niter >= 1, "must be >= 1"),
             ("epoch_size", self.epoch_size >= 1, "must be >= 1"),
@@ -121,7 +124,7 @@ class TrainConfig:
             ("n_past", self.n_past >= 1, "must be >= 1"),
             ("n_future", self.n_future >= 1, "must be >= 1"),
             ("n_eval", self.n_eval >= 1, "must be >= 1"),
-            ("train_window", self.train_window in ("random", "first"), "must be 'random' or 'first'"),
+            ("train_window", self.train_window in TRAIN_WINDOWS, "must be 'random' or 'first'"),
             ("precision", self.precision in PRECISIONS, f"must be one of {PRECISIONS}"),
             ("compile_mode", self.compile_mode in COMPILE_MODES, f"must be one of {COMPILE_MODES}"),
             ("tensorboard", self.tensorboard in TENSORBOARD_MODES, f"must be one of {TENSORBOARD_MODES}"),
@@ -154,6 +157,12 @@ TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name != "model")
 _TYPES = ({f.name: typing.get_type_hints(TrainConfig)[f.name] for f in fields(TrainConfig) if f.name != "model"}
           | {f.name: typing.get_type_hints(ModelConfig)[f.name] for f in fields(ModelConfig) if f.name in MODEL_KEYS})
 KEYS = tuple(_TYPES)   # every key, flat
+# keys whose value is one of a few names: their flags list the names, and refuse others
+CHOICES = {"condition": CONDITIONS, "backbone": BACKBONES, "prior": PRIORS, "output": OUTPUTS,
+           "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "train_window": TRAIN_WINDOWS,
+           "precision": PRECISIONS, "compile_mode": COMPILE_MODES, "on_bad_sample": BAD_SAMPLE_POLICIES}
+HELP = {"condition": "what the model is given of each frame's condition: full (actions and positions), actions, "
+                     "positions, or none (action-free: no condition, and the data set needs no CSVs)"}
 
 
 def _check_type(key: str, value, source: str):
@@ -238,14 +247,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML file of config values; command-line flags override it")
     defaults = TrainConfig().flat()
     for key, typ in _TYPES.items():
-        help_ = f"(default: {defaults[key]!r})"
+        help_ = (f"{HELP[key]} " if key in HELP else "") + f"(default: {defaults[key]!r})"
         if typ is bool:
             parser.add_argument(f"--{key}", action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif key == "tensorboard":   # a bare --tensorboard means on
             parser.add_argument("--tensorboard", nargs="?", const="on", choices=TENSORBOARD_MODES, default=None,
                                 help=f"{help_}; a bare --tensorboard is 'on'")
         else:
-            parser.add_argument(f"--{key}", type=typ, default=None, help=help_)
+            parser.add_argument(f"--{key}", type=typ, default=None, choices=CHOICES.get(key), help=help_)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the package's kind of error: one line, ``prog: error: what`` (a parser of every config key
+    would otherwise print a usage of dozens of lines first); ``--help`` shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
 
 
 def resolve(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:

@@ -20,8 +20,8 @@ CPU with gloo. The decisions, made once at the top of ``train``:
   shared by all ranks (drawn from a generator seeded with (seed, epoch)), and a per-sample decision is refused.
 - Only rank 0 writes logs, pictures and checkpoints; checkpoints hold the unwrapped model (no ``module.``).
 - Validation: rank r scores the batches r, r + WORLD_SIZE, ... of the validate split and the per-frame PSNR sums
-  and counts are all-reduced; latent draws are seeded per batch (see ``evaluate.score_split``), so the result
-  equals a single process scoring the whole split.
+  and counts, and the sums of the posterior means behind the active units, are all-reduced; latent draws are
+  seeded per batch (see ``evaluate.score_split``), so the result equals a single process scoring the whole split.
 """
 
 from __future__ import annotations
@@ -271,6 +271,14 @@ def global_mean(values: np.ndarray, world: World) -> float:
         return float(values.mean())
     total, count = _all_reduce_sum([float(values.sum()), float(values.size)], world)
     return total / count
+
+
+def global_sum(values: np.ndarray, world: World) -> np.ndarray:
+    """``values`` (n, ...) summed over its first axis and over the entries of all ranks: float64 (...)."""
+    total = np.asarray(values, np.float64).sum(0)
+    if not world.is_distributed:
+        return total
+    return np.asarray(_all_reduce_sum(total.ravel().tolist(), world), np.float64).reshape(total.shape)
 
 
 def average_logs(logs: dict[str, float], world: World) -> dict[str, float]:

@@ -74,16 +74,21 @@ def score_split(model, loader, device: torch.device, *, n_past: int, n_future: i
 
     Returns arrays: ``psnr``/``ssim`` (N, S, F) of the model's samples, ``base_psnr``/``base_ssim`` (N, F) of
     copy-last-frame, ``diversity`` (N, F), the standard deviation across the samples averaged over pixels (zero
-    for one sample), and ``kl`` (N,), the KL between posterior and prior per step on the sequence's ground truth
-    (:meth:`CVAE.latent_kl`, steps 1 .. n_past + n_future - 1). Deterministic given ``seed``: each batch draws
-    its latents from its own generator, seeded with (seed, index of the batch's first sequence), so a batch
-    scores the same whichever batches ran before it or in other processes (``distributed.shard_loader``).
+    for one sample), and with ``with_kl``: ``kl`` (N,), the KL between posterior and prior per step on the
+    sequence's ground truth (:meth:`CVAE.latent_kl`, steps 1 .. n_past + n_future - 1), and, from the same pass,
+    the sums over those steps of the posterior means and of their squares, ``latent_sum``/``latent_sumsq``
+    (N, z_dim), with ``latent_steps`` (N,) the steps summed: sums of any shares of the split add up to those of
+    the whole split, whose variances :func:`latent_summary` thresholds (active units).
+
+    Deterministic given ``seed``: each batch draws its latents from its own generator, seeded with (seed, index of
+    the batch's first sequence), so a batch scores the same whichever batches ran before it or in other processes
+    (``distributed.shard_loader``).
     """
     model.eval()
     amp = amp or nullcontext()
     gen = torch.Generator(device)
-    out = {"psnr": [], "ssim": [], "base_psnr": [], "base_ssim": [], "diversity": [], "kl": [], "lpips": [],
-           "base_lpips": []}
+    out = {"psnr": [], "ssim": [], "base_psnr": [], "base_ssim": [], "diversity": [], "kl": [], "latent_sum": [],
+           "latent_sumsq": [], "latent_steps": [], "lpips": [], "base_lpips": []}
     for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
         gen.manual_seed(derive_seed(seed, int(batch["index"][0])))
         x = frames_to_float(batch["frames"].to(device))             # (B, T, C, H, W)
@@ -93,7 +98,12 @@ def score_split(model, loader, device: torch.device, *, n_past: int, n_future: i
             pred = model.predict(x[:, :n_past], cond, n_future, n_samples=n_samples, z_mode=z_mode,
                                  generator=gen)   # (B, S, F, C, H, W)
             if with_kl:   # depends on the frames alone: a pass that changes only z or the conditions skips it
-                out["kl"].append(model.latent_kl(x[:, :n_past + n_future]).float().mean(1).cpu())   # (B,)
+                kl, mu_q = model.latent_stats(x[:, :n_past + n_future])         # (B, T-1), (B, T-1, z)
+                mu_q = mu_q.double()
+                out["kl"].append(kl.mean(1).cpu())                               # (B,)
+                out["latent_sum"].append(mu_q.sum(1).cpu())                      # (B, z)
+                out["latent_sumsq"].append(mu_q.square().sum(1).cpu())
+                out["latent_steps"].append(torch.full((x.shape[0],), mu_q.shape[1], dtype=torch.float64))
         pred = pred.float()
         out["diversity"].append(pred.std(1, correction=0).mean((2, 3, 4)).cpu())   # (B, F)
         pred = pred.flatten(0, 1)
@@ -108,12 +118,24 @@ def score_split(model, loader, device: torch.device, *, n_past: int, n_future: i
             out["lpips"].append(lpips(pred, gt_rep).unflatten(0, (B, n_samples)))
             out["base_lpips"].append(lpips(base, gt))
     if not out["psnr"]:   # an empty loader (a process's share of a small split)
+        z = model.cfg.z_dim
         return {"psnr": np.zeros((0, n_samples, n_future)), "ssim": np.zeros((0, n_samples, n_future)),
                 "base_psnr": np.zeros((0, n_future)), "base_ssim": np.zeros((0, n_future)),
-                "diversity": np.zeros((0, n_future)), "kl": np.zeros(0),
+                "diversity": np.zeros((0, n_future)),
+                **({"kl": np.zeros(0), "latent_sum": np.zeros((0, z)), "latent_sumsq": np.zeros((0, z)),
+                    "latent_steps": np.zeros(0)} if with_kl else {}),
                 **({"lpips": np.zeros((0, n_samples, n_future)), "base_lpips": np.zeros((0, n_future))}
                    if lpips is not None else {})}
     return {k: torch.cat(v).numpy().astype(np.float64) for k, v in out.items() if v}
+
+
+def latent_summary(total: np.ndarray, total_sq: np.ndarray, count: float) -> dict:
+    """The active units of the posterior means whose per-dimension sums over ``count`` (sequence, step) pairs are
+    ``total`` and ``total_sq`` (z_dim,), see ``score_split``: ``active_units``, ``active_units_threshold`` and the
+    per-dimension ``latent_variance``."""
+    variance = metrics.latent_variance(total, total_sq, count)
+    return {"active_units": metrics.active_units(variance), "active_units_threshold": metrics.ACTIVE_UNITS_THRESHOLD,
+            "latent_variance": variance.tolist()}
 
 
 def summarize(per_frame: np.ndarray) -> dict:
@@ -124,10 +146,12 @@ def summarize(per_frame: np.ndarray) -> dict:
 
 
 def report(scores: dict[str, np.ndarray], mean_scores: dict[str, np.ndarray] | None = None,
-           shuffled_scores: dict[str, np.ndarray] | None = None) -> dict:
+           shuffled_scores: dict[str, np.ndarray] | None = None, shuffled_note: str | None = None) -> dict:
     """All numbers of an evaluation: model mean-of-N, best-of-N (by SSIM, by PSNR, by LPIPS when scored),
     baselines; with ``mean_scores`` the model at the latents' means, with ``shuffled_scores`` the model given other
-    sequences' conditions (mean of its N samples); the KL per step and the samples' diversity."""
+    sequences' conditions (mean of its N samples), or with ``shuffled_note`` instead why that was not scored
+    (``model_shuffled_condition`` and ``shuffled_condition_drop`` are then None, ``shuffled_condition_note`` says
+    why); the KL per step, the active units (when ``scores`` has the latent sums) and the samples' diversity."""
     keys = [k for k in METRIC_KEYS if k in scores]                  # each (N, S, F)
     N, S, F = scores["psnr"].shape
     rows = np.arange(N)
@@ -144,10 +168,12 @@ def report(scores: dict[str, np.ndarray], mean_scores: dict[str, np.ndarray] | N
         methods["model_prior_mean"] = {k: mean_scores[k][:, 0] for k in keys}
     if shuffled_scores is not None:
         methods["model_shuffled_condition"] = {k: shuffled_scores[k].mean(1) for k in keys}
+    elif shuffled_note is not None:
+        methods["model_shuffled_condition"] = None
     out = {}
     for name, values in methods.items():
-        out[name] = {}
-        for k, v in values.items():
+        out[name] = None if values is None else {}
+        for k, v in (values or {}).items():
             s = summarize(v)
             out[name] |= {k: s["mean"], f"{k}_ci95": s["ci95"], f"{k}_per_frame": s["per_frame"]}
     main = out["model_mean_of_n"]
@@ -158,10 +184,15 @@ def report(scores: dict[str, np.ndarray], mean_scores: dict[str, np.ndarray] | N
               "kl_per_step": float(scores["kl"].mean()),
               "diversity": div["mean"], "diversity_per_frame": div["per_frame"],
               "best_psnr_minus_mean": out["model_best_psnr"]["psnr"] - main["psnr"]}
+    if "latent_sum" in scores:
+        result |= latent_summary(scores["latent_sum"].sum(0), scores["latent_sumsq"].sum(0),
+                                 scores["latent_steps"].sum())
     if "lpips" in keys:
         result |= {"lpips": main["lpips"], "lpips_per_frame": main["lpips_per_frame"]}
     if shuffled_scores is not None:
         result["shuffled_condition_drop"] = main["psnr"] - out["model_shuffled_condition"]["psnr"]
+    elif shuffled_note is not None:
+        result |= {"shuffled_condition_drop": None, "shuffled_condition_note": shuffled_note}
     return result
 
 
@@ -210,10 +241,19 @@ def _open_eval_split(trained: Trained, cfg: EvalConfig, n_past: int, n_future: i
     return Subset(ds, range(min(cfg.max_sequences, len(ds)))) if cfg.max_sequences else ds
 
 
+def shuffled_not_applicable(condition: str, n_sequences: int) -> str | None:
+    """Why the model given other sequences' conditions cannot be scored, or None if it can."""
+    if condition == "none":
+        return "the model takes no condition (condition = none)"
+    if n_sequences < 2:
+        return f"shuffling conditions between sequences needs at least 2 sequences, the split has {n_sequences}"
+    return None
+
+
 def evaluate(ckpt_path: str, cfg: EvalConfig | None = None, progress: bool = True) -> dict:
     """Evaluate a checkpoint on a split; returns the report dict (see :func:`report`): the model's samples, the
-    model at the latents' means, and (with two or more sequences) the model given other sequences' conditions
-    with the same draws of z."""
+    model at the latents' means, and the model given other sequences' conditions with the same draws of z (unless
+    the model takes no condition or the split has a single sequence: see ``shuffled_not_applicable``)."""
     cfg = cfg or EvalConfig()
     n_past, n_future = cfg.frames()
     if cfg.n_samples < 1:
@@ -239,9 +279,10 @@ def evaluate(ckpt_path: str, cfg: EvalConfig | None = None, progress: bool = Tru
 
     scores = score(ds, cfg.n_samples, "sample", with_kl=True)
     mean_scores = score(ds, 1, "mean", with_kl=False)
-    shuffled_scores = score(ShuffledConditions(ds, cfg.seed), cfg.n_samples, "sample", with_kl=False) \
-        if len(ds) >= 2 else None
-    result = report(scores, mean_scores, shuffled_scores)
+    shuffled_scores, note = None, shuffled_not_applicable(model.cfg.condition, len(ds))
+    if note is None:
+        shuffled_scores = score(ShuffledConditions(ds, cfg.seed), cfg.n_samples, "sample", with_kl=False)
+    result = report(scores, mean_scores, shuffled_scores, note)
     result.update({"checkpoint": str(ckpt_path), "data_root": str(trained.data_root(cfg.data_root)),
                    "split": cfg.split, "protocol": cfg.protocol, "n_past": n_past, "seed": cfg.seed,
                    "precision": precision,
@@ -255,18 +296,26 @@ def format_table(result: dict) -> str:
              f"{'method':<26}{'PSNR':>8}{'±95%':>7}{'SSIM':>9}{'±95%':>8}"
              + (f"{'LPIPS':>9}{'±95%':>8}" if "lpips" in result else "")]
     for name, m in result["methods"].items():
+        if m is None:
+            continue
         lines.append(f"{name:<26}{m['psnr']:8.2f}{m['psnr_ci95']:7.2f}{m['ssim']:9.4f}{m['ssim_ci95']:8.4f}"
                      + (f"{m['lpips']:9.4f}{m['lpips_ci95']:8.4f}" if "lpips" in m else ""))
     lines.append(f"KL per step {result['kl_per_step']:.4g} nats; best of {result['n_samples']} by PSNR minus "
                  f"mean {result['best_psnr_minus_mean']:+.2f} dB; sample diversity (std over samples, mean over "
                  f"pixels) {result['diversity']:.4f}")
-    if "shuffled_condition_drop" in result:
+    if "active_units" in result:
+        lines.append(f"active units {result['active_units']} of {len(result['latent_variance'])} (latent "
+                     f"dimensions whose posterior mean varies over the split with variance > "
+                     f"{result['active_units_threshold']:g})")
+    if result.get("shuffled_condition_drop") is not None:
         lines.append(f"other sequences' conditions cost {result['shuffled_condition_drop']:.2f} dB")
+    elif "shuffled_condition_note" in result:
+        lines.append(f"model_shuffled_condition not scored: {result['shuffled_condition_note']}")
     return "\n".join(lines)
 
 
 def write_per_frame_csv(result: dict, path: str | Path) -> None:
-    methods = result["methods"]
+    methods = {name: m for name, m in result["methods"].items() if m is not None}
     text = io.StringIO(newline="")
     w = csv.writer(text)
     keys = [k for k in METRIC_KEYS if k in result]
@@ -329,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         from .viz import plot_per_frame
         m = result["methods"]
-        plot_per_frame({name: np.asarray(v["psnr_per_frame"]) for name, v in m.items()}, args.plot,
+        plot_per_frame({name: np.asarray(v["psnr_per_frame"]) for name, v in m.items() if v is not None}, args.plot,
                        ylabel="PSNR (dB)", n_past=result["n_past"])
     return 0
 

@@ -51,8 +51,10 @@ class Trained:
 
     def open_split(self, data_root: str | os.PathLike, split: str, seq_len: int) -> VideoDataset:
         """The ``split`` of ``data_root`` (see :meth:`data_root`) in ``seq_len``-frame sequences, normalised with
-        the model's statistics."""
-        return VideoDataset(self.data_root(data_root), split, seq_len, stats=self.stats)
+        the model's statistics; a model with ``condition = "none"`` reads the frames alone."""
+        conditions = self.model.cfg.condition != "none"
+        return VideoDataset(self.data_root(data_root), split, seq_len, stats=self.stats if conditions else None,
+                            with_conditions=conditions)
 
 
 def prediction_probe(model: CVAE, n_past: int, batch: int = 8) -> Callable[[str], object]:

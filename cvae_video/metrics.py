@@ -1,4 +1,5 @@
-"""Frame-quality metrics on batched video tensors, plus the copy-last-frame baseline and confidence intervals.
+"""Frame-quality metrics on batched video tensors, plus the copy-last-frame baseline, confidence intervals and
+the latent's active units.
 
 All metrics take (B, T, C, H, W) tensors with values in [0, 1] and return per-frame values (B, T); reduce over
 frames and sequences at the call site. scikit-image is the reference: ``psnr`` equals
@@ -152,3 +153,25 @@ def mean_ci95(values) -> tuple:
     if arr.ndim == 1:
         return float(mean), float(half)
     return mean, half
+
+
+# A latent dimension counts as active when its posterior mean varies across the data by more than this
+# (variance; Burda, Grosse & Salakhutdinov 2016).
+ACTIVE_UNITS_THRESHOLD = 0.01
+
+
+def latent_variance(total, total_sq, count) -> np.ndarray:
+    """The variance of each latent dimension's values over ``count`` samples, from their sum ``total`` (z_dim,)
+    and sum of squares ``total_sq`` (z_dim,), in float64: what :func:`active_units` thresholds. Sums travel well:
+    per batch, per process, per split, they just add up. ``count`` 0 gives NaN."""
+    total, total_sq = np.asarray(total, np.float64), np.asarray(total_sq, np.float64)
+    if count == 0:
+        return np.full(total.shape, math.nan)
+    mean = total / count
+    return np.maximum(total_sq / count - mean * mean, 0.0)   # rounding must not make a variance negative
+
+
+def active_units(variance, threshold: float = ACTIVE_UNITS_THRESHOLD) -> int:
+    """How many latent dimensions are active: those whose posterior mean's variance over the data (sequences and
+    steps; see :func:`latent_variance`) exceeds ``threshold``. Zero means the latent carries nothing."""
+    return int((np.asarray(variance, np.float64) > threshold).sum())

@@ -12,7 +12,8 @@ Conditions: ``--actions`` with 4 columns and ``--positions`` with 3 (the BAIR la
 ``endeffector_positions.csv``), or ``--actions`` alone with all 7 columns (actions then positions). Row t belongs to
 frame t of ``--frames``, so the files need one row per given frame and one per predicted frame. Without positions
 the model sees the training mean position (it was trained with real ones: expect worse predictions). The rows are
-normalised with the statistics stored in the checkpoint, as in training.
+normalised with the statistics stored in the checkpoint, as in training. A model trained with ``--condition none``
+takes no condition: it predicts from the frames alone, and needs neither file.
 
 Writes into ``--out``: ``sample{k}/{t}.png`` (the predicted frames, t counting on from the given ones),
 ``sample{k}.gif`` and ``sample{k}.mp4`` (the given frames, then the predicted ones), for k = 0 .. n_samples - 1.
@@ -86,8 +87,9 @@ def read_frames(path: str | os.PathLike, size: int = layout.IMAGE_SIZE) -> np.nd
 
 
 def read_conditions(actions: str | os.PathLike, positions: str | os.PathLike | None, n_rows: int,
-                    stats_mean: tuple[float, ...]) -> np.ndarray:
-    """The (rows, 7) conditions, actions then positions, at least ``n_rows`` rows; DataError naming the file."""
+                    stats_mean: tuple[float, ...], sees_positions: bool = True) -> np.ndarray:
+    """The (rows, 7) conditions, actions then positions, at least ``n_rows`` rows; DataError naming the file.
+    Without positions, the training mean stands in (said on stderr where the model ``sees_positions``)."""
     actions = Path(actions)
     n_cols = layout.ACTION_DIM if positions is not None else None
     if n_cols is None:   # either 4 columns (no positions given) or all 7
@@ -100,8 +102,9 @@ def read_conditions(actions: str | os.PathLike, positions: str | os.PathLike | N
         return np.concatenate([a[:rows], p[:rows]], 1)
     if n_cols == layout.COND_DIM:
         return a
-    print("cvae-predict: no --positions: the model sees the training mean position (it was trained with real ones)",
-          file=sys.stderr)
+    if sees_positions:
+        print("cvae-predict: no --positions: the model sees the training mean position (it was trained with real "
+              "ones)", file=sys.stderr)
     mean = np.asarray(stats_mean[layout.ACTION_DIM:], np.float32)
     return np.concatenate([a, np.broadcast_to(mean, (len(a), layout.POSITION_DIM))], 1)
 
@@ -122,10 +125,11 @@ def _read_csv(path: Path, n_cols: int, n_rows: int) -> np.ndarray:
     return scan.values
 
 
-def predict_own(ckpt: str, frames: str, actions: str, positions: str | None, n_future: int, out: str,
+def predict_own(ckpt: str, frames: str, actions: str | None, positions: str | None, n_future: int, out: str,
                 n_samples: int = 3, n_past: int | None = None, seed: int = 0, fps: float = 4, device: str = "",
                 cuda: bool = False, precision: str = "auto") -> list[Path]:
-    """Predict ``n_future`` frames after the given ones, ``n_samples`` times; returns the files written."""
+    """Predict ``n_future`` frames after the given ones, ``n_samples`` times; returns the files written.
+    ``actions`` (and ``positions``) may be None only for a model with ``condition = "none"``."""
     if n_future < 1 or n_samples < 1:
         raise CvaeError(f"--n_future and --n_samples must be >= 1, got {n_future} and {n_samples}")
     dev = resolve_device(device, cuda)
@@ -134,11 +138,24 @@ def predict_own(ckpt: str, frames: str, actions: str, positions: str | None, n_f
     given = read_frames(frames)
     if len(given) < n_past:
         raise DataError(f"{frames}: {len(given)} frame(s), but the model starts from {n_past} (--n_past)")
-    stats = trained.stats
-    cond = read_conditions(actions, positions, len(given) + n_future, stats.mean)
     start = len(given) - n_past
+    condition = trained.model.cfg.condition
+    if condition == "none":   # the model takes no condition: (1, T, 0)
+        if actions is not None or positions is not None:
+            print("cvae-predict: the model takes no condition (condition = none): --actions and --positions are "
+                  "not used", file=sys.stderr)
+        cond = torch.zeros(1, n_past + n_future, 0)
+    elif actions is None:
+        raise CvaeError(f"the model takes conditions (condition = {condition}): --actions is needed, one row per "
+                        f"given and per predicted frame (only a model trained with --condition none predicts "
+                        f"without)")
+    else:
+        stats = trained.stats
+        rows = read_conditions(actions, positions, len(given) + n_future, stats.mean,
+                               sees_positions=condition in ("full", "positions"))
+        cond = torch.from_numpy(stats.normalize(rows[start:start + n_past + n_future]))[None]
     batch = {"frames": torch.from_numpy(given[start:]).permute(0, 3, 1, 2)[None],          # (1, n_past, C, H, W)
-             "cond": torch.from_numpy(stats.normalize(cond[start:start + n_past + n_future]))[None]}
+             "cond": cond}
     prec = inference_precision(precision, trained.model, n_past, "cvae-predict")
     pred = predict_batch(trained.model, batch, n_past=n_past, n_future=n_future, n_samples=n_samples, seed=seed,
                          amp=autocast(dev, prec)).samples[0]                                # (S, F, C, H, W)
@@ -170,12 +187,15 @@ def _write(out: Path, given: np.ndarray, pred: np.ndarray, fps: float) -> list[P
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cvae-predict", description="Predict the future of your own frames with a "
-                                "trained model, given the actions (and positions) to come.")
+                                "trained model, given the actions (and positions) to come; a model trained with "
+                                "--condition none needs neither.")
     p.add_argument("--ckpt", required=True, help="checkpoint file (best.pt / last.pt)")
     p.add_argument("--frames", required=True, help="folder of images, or a video file: the past frames")
-    p.add_argument("--actions", required=True, help="CSV, one row per frame (given and predicted): 4 action "
-                   "columns, or 7 (actions then positions) without --positions")
-    p.add_argument("--positions", default=None, help="CSV of end-effector positions, 3 columns, one row per frame")
+    p.add_argument("--actions", default=None, help="CSV, one row per frame (given and predicted): 4 action "
+                   "columns, or 7 (actions then positions) without --positions; needed unless the model was trained "
+                   "with --condition none")
+    p.add_argument("--positions", default=None, help="CSV of end-effector positions, 3 columns, one row per frame "
+                   "(not needed with --condition none)")
     p.add_argument("--n_future", type=int, required=True, help="frames to predict")
     p.add_argument("--n_samples", type=int, default=3, help="futures drawn")
     p.add_argument("--n_past", type=int, default=None, help="frames the model starts from (default: as trained)")

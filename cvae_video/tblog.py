@@ -5,9 +5,10 @@
 
 Scalars per optimizer step, at the number of steps done (1, 2, ...): ``train/loss``, ``train/mse``, ``train/kl``,
 ``train/beta``, ``train/tfr``, ``train/lr``. Per epoch, at the step count at its end: ``val/psnr``, ``val/ssim``,
-``val/kl_per_step``, the prediction grid of the first validation sequence as the image ``val/predictions`` and, where
-``moviepy`` is installed, ground truth beside the best sample as the video ``val/prediction_video``. Only rank 0
-writes. A resumed run purges the events a killed process wrote after its last checkpoint, so no step is logged twice.
+``val/kl_per_step``, ``val/active_units``, the prediction grid of the first validation sequence as the image
+``val/predictions`` and, where ``moviepy`` is installed, ground truth beside the best sample as the video
+``val/prediction_video``. Only rank 0 writes. A resumed run purges the events a killed process wrote after its
+last checkpoint, so no step is logged twice.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class TrainingLog:
         sequence becomes a video (ground truth beside the first sample) where moviepy is installed."""
         if self.writer is None:
             return
-        for tag, key in (("val/psnr", "val_psnr"), ("val/ssim", "val_ssim"), ("val/kl_per_step", "val_kl")):
+        for tag, key in (("val/psnr", "val_psnr"), ("val/ssim", "val_ssim"), ("val/kl_per_step", "val_kl"),
+                         ("val/active_units", "active_units")):
             if record.get(key) is not None:
                 self.writer.add_scalar(tag, record[key], steps_done)
         if grid is not None and grid.is_file():

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from . import config as config_mod
-from . import distributed
+from . import distributed, metrics
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data.dataset import BadTrajectory, ConditionStats, VideoDataset, WindowSampler, frames_to_float
@@ -130,23 +130,18 @@ def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, *, beta: float
     return logs
 
 
-# Below this KL per step (nats, posterior against prior on the validate split) the latent counts as collapsed:
-# z then carries less than a hundredth of a nat about each frame, the samples of a prediction barely differ and
-# the model is in effect deterministic. The converse does not hold under free bits: below the floor the
-# posterior's variance drifts from the prior's at no cost, which counts as KL without carrying information, so
-# a KL above the threshold is no proof of a live latent (cvae-eval's sample diversity is).
-COLLAPSED_KL = 0.01
-
-
-def collapse_warning(val_kl: float | None, step: int, total_steps: int, cfg: TrainConfig) -> str | None:
-    """The warning to print when the latent has collapsed (see ``COLLAPSED_KL``), else None. Not during the first
-    tenth of training, while the KL weight may still be rising from zero."""
-    if val_kl is None or val_kl >= COLLAPSED_KL or step < 0.1 * total_steps:
+def collapse_warning(active_units: int | None, step: int, total_steps: int, cfg: TrainConfig) -> str | None:
+    """The warning to print when no latent dimension is active on the validate split (active units 0: no posterior
+    mean varies across the data, see ``metrics.active_units``), else None. Active units, not the KL, because under
+    free bits the posterior's variance drifts from the prior's at no cost, which counts as KL without carrying
+    information about the frames. Not during the first tenth of training, while the KL weight may still be rising
+    from zero."""
+    if active_units is None or active_units > 0 or step < 0.1 * total_steps:
         return None
-    hint = ("--free_bits (e.g. 0.5) keeps a floor under it" if cfg.free_bits <= 0
-            else f"it sits below --free_bits {cfg.free_bits:g}; a smaller --kl_weight_max may help")
-    return (f"the latent has collapsed: KL per step on the validate split is {val_kl:.2g} nats (< {COLLAPSED_KL}); "
-            f"samples will barely differ; {hint}")
+    hint = ("--free_bits (e.g. 0.5) keeps the KL from being driven to zero" if cfg.free_bits <= 0
+            else "a smaller --kl_weight_max may help")
+    return (f"no latent dimension is active (active units 0 of {cfg.model.z_dim}): the latent carries nothing; "
+            f"the samples of a prediction will barely differ; {hint}")
 
 
 def _write_records(path: Path, records: list[dict]) -> None:
@@ -273,12 +268,14 @@ def _open_data(root: Path, cfg: TrainConfig, stats: ConditionStats | None, log_d
     """The training and validation sets, every frame checked at start-up; bad trajectories stop the run (naming
     the first bad file) or, with ``on_bad_sample = "skip"``, are left out, counted and listed in data_report.json."""
     splits = {}
+    conditions = cfg.model.condition != "none"   # a model without conditions reads the frames alone
     for split, seq_len in (("train", cfg.n_past + cfg.n_future), ("validate", cfg.n_past + cfg.n_eval)):
         try:
             splits[split] = VideoDataset(root, split, seq_len, stats=stats, check_frames=True,
-                                         on_bad_sample=cfg.on_bad_sample)
+                                         on_bad_sample=cfg.on_bad_sample, with_conditions=conditions)
         except BadTrajectory as e:
-            raise BadTrajectory(f"{e} (`cvae-data check --data_root {root}` lists every problem; "
+            check = f"cvae-data check --data_root {root}" + ("" if conditions else " --condition none")
+            raise BadTrajectory(f"{e} (`{check}` lists every problem; "
                                 f"--on_bad_sample skip trains without the bad trajectories)") from None
         if stats is None:
             stats = splits[split].stats
@@ -485,26 +482,31 @@ def _count_nonfinite(run: Run, loss: float, epoch: int) -> None:
           f"({state.skipped_nonfinite_total} of --skip_nonfinite {cfg.skip_nonfinite})", file=sys.stderr)
 
 
-def validate(run: Run) -> tuple[float, float, float]:
-    """(PSNR, SSIM, KL per step) of the model on the validate split, over every process's share of it."""
+def validate(run: Run) -> dict:
+    """``val_psnr``, ``val_ssim``, ``val_kl`` (KL per step) and ``active_units`` of the model on the validate
+    split, over every process's share of it."""
     cfg = run.cfg
     distributed.broadcast_buffers(run.model, run.world)   # every rank scores the model that rank 0 saves
     with _keep_rng(run.device):
         scores = score_split(run.model, run.val_loader, run.device, n_past=cfg.n_past, n_future=cfg.n_eval,
                              n_samples=1, seed=cfg.seed, amp=run.amp)
-    return tuple(distributed.global_mean(scores[k], run.world) for k in ("psnr", "ssim", "kl"))
+    world = run.world
+    out = {f"val_{k}": distributed.global_mean(scores[k], world) for k in ("psnr", "ssim", "kl")}
+    sums = {k: distributed.global_sum(scores[k], world) for k in ("latent_sum", "latent_sumsq", "latent_steps")}
+    variance = metrics.latent_variance(sums["latent_sum"], sums["latent_sumsq"], float(sums["latent_steps"]))
+    return out | {"active_units": metrics.active_units(variance)}
 
 
 def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool) -> dict:
     """Validate (every ``val_every`` epochs and at the end), record the epoch, and on rank 0 write metrics.jsonl,
     best.pt, last.pt, the training curves and the pictures, and print the epoch's line. Returns the record."""
     cfg, state = run.cfg, run.state
-    val_psnr = val_ssim = val_kl = None
+    val = dict.fromkeys(("val_psnr", "val_ssim", "val_kl", "active_units"))
     if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.niter:
-        val_psnr, val_ssim, val_kl = validate(run)
+        val = validate(run)
+    val_psnr = val["val_psnr"]
     record = {"epoch": epoch, "step": state.step, **{k: stats[k] for k in ("loss", "mse", "kl", "beta", "tfr", "lr")},
-              "val_psnr": val_psnr, "val_ssim": val_ssim, "val_kl": val_kl,
-              "skipped_nonfinite": stats["skipped_nonfinite"],
+              **val, "skipped_nonfinite": stats["skipped_nonfinite"],
               "seconds": seconds}
     state.records.append(record)   # plain numbers only: nothing grows with the run but this list of floats
     state.epoch, state.val_psnr = epoch, val_psnr
@@ -526,7 +528,7 @@ def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool)
     with _keep_rng(run.device):
         pred = _save_pictures(run.model, run.val_ds, cfg, run.amp, epoch, run.log_dir)
     run.tb.epoch(state.step, record, run.log_dir / "pictures" / f"epoch{epoch:04d}_seq0.png", pred)
-    warning = collapse_warning(val_kl, state.step, state.kl_total_steps, cfg)
+    warning = collapse_warning(val["active_units"], state.step, state.kl_total_steps, cfg)
     if warning:
         tqdm.write(f"cvae-train: warning: {warning}", file=sys.stderr)
     if progress:
@@ -569,7 +571,7 @@ def train(cfg: TrainConfig, checkpoint: str | os.PathLike | None = None, overwri
 
 def build_parser() -> argparse.ArgumentParser:
     # no ArgumentDefaultsHelpFormatter: config flags default to None (= not given) and name their real default
-    p = argparse.ArgumentParser(prog="cvae-train", description="Train the action-conditioned SVG video predictor.")
+    p = config_mod.ArgumentParser(prog="cvae-train", description="Train the action-conditioned SVG video predictor.")
     config_mod.add_arguments(p)
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="LOG_DIR|CKPT",
                    help="continue a run from its last.pt: the run in --log_dir, the run folder LOG_DIR, or the "

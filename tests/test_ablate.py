@@ -44,10 +44,10 @@ eval_batch_size = 8
 [overrides]
 epoch_size = 3
 [[factors]]
-name = "Teacher forcing"
-key = "tfr"
-values = [1.0, 0.0]
-labels = ["on", "off"]
+name = "Condition"
+key = "condition"
+values = ["full", "none"]
+labels = ["full", "none"]
 ''')
     report = ablate.ablate(d / "study.toml", d / "runs", d / "report", progress=False)
     return d, report
@@ -62,7 +62,7 @@ def test_report_numbers_equal_the_runs_own_logs(study):
     d, report = study
     text = report.read_text()
     rows = _table_rows(text)
-    assert [r[0] for r in rows] == ["on", "off"]
+    assert [r[0] for r in rows] == ["full", "none"] and rows[0][1] == "`base`"
     for row in rows:
         run_dir = d / "runs" / row[1].strip("`")
         records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -73,12 +73,16 @@ def test_report_numbers_equal_the_runs_own_logs(study):
         assert test_psnr == round(ev["methods"]["model_mean_of_n"]["psnr"], 2)
         m = ev["methods"]
         assert float(row[6]) == round(m["model_best_psnr"]["psnr"] - m["model_mean_of_n"]["psnr"], 2)
-        assert float(row[9]) == round(m["model_shuffled_condition"]["psnr"], 2)
+        if row[0] == "none":   # not applicable: no condition to shuffle
+            assert row[9] == "n/a" and m["model_shuffled_condition"] is None
+        else:
+            assert float(row[9]) == round(m["model_shuffled_condition"]["psnr"], 2)
         assert float(row[10]) == float(f"{ev['kl_per_step']:.3g}")
-        assert float(row[11]) == round(ev["diversity"], 4)
-        assert float(row[12]) == round(m["baseline_copy_last"]["psnr"], 2)
+        assert row[11] == f"{ev['active_units']} of 4"
+        assert float(row[12]) == round(ev["diversity"], 4)
+        assert float(row[13]) == round(m["baseline_copy_last"]["psnr"], 2)
         if LPIPS:   # the LPIPS columns: test, best of N, copy-last
-            assert [float(c) for c in row[14:17]] == [round(m[k]["lpips"], 4) for k in
+            assert [float(c) for c in row[15:18]] == [round(m[k]["lpips"], 4) for k in
                                                        ("model_mean_of_n", "model_best_lpips", "baseline_copy_last")]
     assert "/tmp/" not in text and str(d) not in text   # no machine paths
     for img in re.findall(r"\]\((figures/[^)]+)\)", text):
@@ -102,6 +106,25 @@ def test_a_truncated_done_json_is_evaluated_again(study, capsys):
     ablate.ablate(d / "study.toml", d / "runs", d / "report", progress=False)
     assert f"{done}: not valid JSON" in capsys.readouterr().err
     assert json.loads(done.read_text())["run_id"] == "base"
+
+
+def test_a_factor_value_may_set_several_keys(tmp_path):
+    (tmp_path / "base.toml").write_text("[model]\nspatial_cond = true\nkeypoints = 2\n")
+    study = tmp_path / "s.toml"
+    study.write_text('base = "base.toml"\n[[factors]]\nname = "Condition"\nkey = "condition"\n'
+                     'values = ["full", {condition = "none", spatial_cond = false, keypoints = 0}]\n')
+    settings, factors = ablate.load_study(study)
+    assert factors[0].labels == ["condition = full", "condition = none, spatial_cond = False, keypoints = 0"]
+    runs, by_factor = ablate.plan_runs(settings["base"], factors, tmp_path / "runs")
+    assert by_factor["Condition"][0] == "base"
+    model = runs[by_factor["Condition"][1]].cfg.model
+    assert (model.condition, model.spatial_cond, model.keypoints) == ("none", False, 0)
+    study.write_text(study.read_text().replace('values = [', 'values = ["none", '))
+    with pytest.raises(ConfigError, match="spatial_cond=True, keypoints=2"):   # one key alone cannot
+        ablate.plan_runs(settings["base"], ablate.load_study(study)[1], tmp_path / "runs")
+    study.write_text(study.read_text().replace("keypoints = 0}", "keypoint = 0}"))
+    with pytest.raises(ConfigError, match="unknown config key 'keypoint' in a value"):
+        ablate.load_study(study)
 
 
 def test_bad_study_files(tmp_path):

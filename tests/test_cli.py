@@ -30,8 +30,9 @@ def test_training_writes_everything(run_dir):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1]
     for r in records:
-        assert {"epoch", "step", "loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_kl", "seconds"} <= set(r)
-        assert r["val_psnr"] > 0 and r["val_kl"] >= 0
+        assert {"epoch", "step", "loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_kl", "active_units",
+                "seconds"} <= set(r)
+        assert r["val_psnr"] > 0 and r["val_kl"] >= 0 and r["active_units"] in range(5)   # of z_dim 4
     assert records[-1]["step"] == 6
     grids = list((run_dir / "pictures").glob("*.png"))
     assert grids and all(Image.open(p).size[0] > 64 for p in grids)
@@ -69,6 +70,9 @@ def test_eval_json(run_dir, synth_root, tmp_path, capsys):
     assert "model_shuffled_condition" in table and "KL per step" in table
     assert r["kl_per_step"] > 0 and r["diversity"] > 0 and len(r["diversity_per_frame"]) == 10
     assert r["shuffled_condition_drop"] == r["psnr"] - r["methods"]["model_shuffled_condition"]["psnr"]
+    assert r["active_units"] in range(5) and len(r["latent_variance"]) == 4 and r["active_units_threshold"] == 0.01
+    assert r["active_units"] == sum(v > 0.01 for v in r["latent_variance"])
+    assert f"active units {r['active_units']} of 4" in table and "shuffled_condition_note" not in r
     lines = csv_path.read_text().splitlines()
     assert len(lines) == 11 and "model_shuffled_condition_psnr" in lines[0]
     assert Image.open(plot).format == "PNG"

@@ -100,3 +100,17 @@ def test_cuda_without_cuda_fails_clearly(monkeypatch):
     assert resolve_device("", False).type == "cpu"
     with pytest.raises(ConfigError, match="not a device name|only 'cpu'"):
         resolve_device("tpu")
+
+
+def test_flags_of_enumerated_keys_list_their_choices_and_refuse_others(capsys):
+    p = config_mod.ArgumentParser(prog="cvae-train")
+    config_mod.add_arguments(p)
+    assert p.parse_args(["--condition", "positions", "--prior", "learned"]).condition == "positions"
+    with pytest.raises(SystemExit) as info:
+        p.parse_args(["--backbone", "resnet"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == ("cvae-train: error: argument --backbone: invalid choice: 'resnet' (choose from 'vgg', 'dcgan') "
+                   "(--help lists the flags)\n")
+    defaults = config_mod.TrainConfig().flat()
+    assert all(defaults[key] in names for key, names in config_mod.CHOICES.items())

@@ -95,7 +95,8 @@ def test_rank0_writes_a_plain_checkpoint(ddp_run):
 
 @pytest.mark.slow
 def test_validation_psnr_is_over_the_whole_split(ddp_run, synth_root):
-    """The 2-process validation PSNR (unequal shards: 4 and 3 sequences) equals one process scoring the split."""
+    """The 2-process validation PSNR and active units (unequal shards: 4 and 3 sequences) equal one process
+    scoring the split."""
     ckpt = load_checkpoint(ddp_run / "last.pt")
     model = model_from_checkpoint(ckpt).to(memory_format=torch.channels_last)   # as trained: the same sums
     ds = VideoDataset(synth_root, "validate", 2 + 4, stats=ConditionStats.from_dict(ckpt["cond_stats"]))
@@ -106,6 +107,8 @@ def test_validation_psnr_is_over_the_whole_split(ddp_run, synth_root):
     assert ckpt["val_psnr"] == pytest.approx(whole, abs=1e-9)
     rank0_only = float(scores["psnr"][[0, 1, 4, 5]].mean())    # rank 0's batches 0 and 2
     assert abs(rank0_only - whole) > 1e-6
+    record = json.loads((ddp_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["active_units"] == evaluate.report(scores)["active_units"]
 
 
 @pytest.mark.slow
@@ -133,6 +136,8 @@ def test_shards_cover_every_batch_once():
     # more ranks than batches: an empty shard scores nothing
     assert len(distributed.shard_loader(data, 2, distributed.World(rank=4, world_size=5))) == 0
     assert distributed.global_mean(np.array([1.0, 2.0]), distributed.World()) == 1.5
+    assert distributed.global_sum(np.array([[1.0, 2.0], [3.0, 5.0]]), distributed.World()).tolist() == [4.0, 7.0]
+    assert distributed.global_sum(np.zeros((0, 3)), distributed.World()).tolist() == [0.0] * 3   # an empty shard
 
 
 def test_latents_differ_across_ranks_and_repeat_from_the_seed():

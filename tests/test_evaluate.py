@@ -5,7 +5,7 @@ import math
 import numpy as np
 import scipy.stats
 
-from cvae_video.evaluate import report
+from cvae_video.evaluate import format_table, report, shuffled_not_applicable, write_per_frame_csv
 
 
 def _scores(seed=0, N=7, S=5, F=4):
@@ -53,3 +53,28 @@ def test_report_diagnostics_by_hand():
     assert math.isclose(r["best_psnr_minus_mean"],
                         r["methods"]["model_best_psnr"]["psnr"] - r["methods"]["model_mean_of_n"]["psnr"])
     assert "model_shuffled_condition" not in report(s)["methods"]
+
+
+def test_a_method_that_does_not_apply_is_null_with_the_reason(tmp_path):
+    r = report(_scores(5), shuffled_note="the model takes no condition (condition = none)")
+    assert r["methods"]["model_shuffled_condition"] is None and r["shuffled_condition_drop"] is None
+    assert r["shuffled_condition_note"] == "the model takes no condition (condition = none)"
+    r |= {"split": "test", "n_past": 2, "precision": "fp32"}
+    table = format_table(r)
+    assert "model_shuffled_condition not scored: the model takes no condition" in table
+    write_per_frame_csv(r, tmp_path / "f.csv")
+    header = (tmp_path / "f.csv").read_text().splitlines()[0]
+    assert "model_mean_of_n_psnr" in header and "shuffled" not in header
+    assert shuffled_not_applicable("none", 10) == "the model takes no condition (condition = none)"
+    assert "at least 2 sequences" in shuffled_not_applicable("full", 1)
+    assert shuffled_not_applicable("positions", 2) is None
+
+
+def test_active_units_from_the_latent_sums():
+    s = _scores(6)
+    mu = np.random.default_rng(1).normal(0, [1.0, 0.0, 0.3, 0.05], (7, 9, 4))   # (N, steps, z)
+    s |= {"latent_sum": mu.sum(1), "latent_sumsq": (mu ** 2).sum(1), "latent_steps": np.full(7, 9.0)}
+    r = report(s)
+    assert r["active_units"] == 2 and r["active_units_threshold"] == 0.01
+    assert np.allclose(r["latent_variance"], mu.reshape(-1, 4).var(0))
+    assert "active_units" not in report(_scores(6))   # a report without the latent pass

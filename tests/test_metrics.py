@@ -8,6 +8,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio as sk_psnr
 from skimage.metrics import structural_similarity as sk_ssim
 
+from cvae_video import metrics
 from cvae_video.metrics import PSNR_MSE_EPS, copy_last_baseline, mean_ci95, psnr, ssim
 
 
@@ -145,3 +146,18 @@ def test_ssim_ignores_an_enclosing_autocast():
         s = ssim(xt, yt)
     assert s.dtype == torch.float32
     np.testing.assert_allclose(s.numpy(), _sk_ssim(x, y), atol=1e-5)
+
+
+def test_active_units_count_the_dimensions_whose_mean_varies():
+    rng = np.random.default_rng(0)
+    mu = np.stack([rng.normal(0, 1.0, 500), rng.normal(3, 0.5, 500), np.full(500, 2.0),
+                   rng.normal(0, 0.05, 500)], 1)        # two dims vary, one is constant, one barely moves
+    var = metrics.latent_variance(mu.sum(0), (mu ** 2).sum(0), len(mu))
+    assert np.allclose(var, mu.var(0), atol=1e-12) and var[2] == 0.0
+    assert metrics.active_units(var) == 2 and metrics.ACTIVE_UNITS_THRESHOLD == 0.01
+    assert metrics.active_units(var, threshold=1e-3) == 3
+    # sums of pieces (batches, processes) give the variance of the whole
+    parts = np.array_split(mu, 7)
+    total = sum(p.sum(0) for p in parts), sum((p ** 2).sum(0) for p in parts)
+    assert np.allclose(metrics.latent_variance(*total, len(mu)), var, atol=1e-12)
+    assert np.isnan(metrics.latent_variance(np.zeros(3), np.zeros(3), 0)).all()

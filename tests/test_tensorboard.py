@@ -34,7 +34,7 @@ def test_steps_and_epochs_are_logged_once_across_a_resume(synth_root, tmp_path):
     acc = events(log_dir / "tb")
     scalars = set(acc.Tags()["scalars"])
     assert {f"train/{k}" for k in ("loss", "mse", "kl", "beta", "tfr", "lr")} <= scalars
-    assert {"val/psnr", "val/ssim", "val/kl_per_step"} <= scalars
+    assert {"val/psnr", "val/ssim", "val/kl_per_step", "val/active_units"} <= scalars
     assert "val/predictions" in acc.Tags()["images"]
     loss = acc.Scalars("train/loss")
     assert [e.step for e in loss] == [1, 2, 3, 4] and 99.0 not in [e.value for e in loss]
@@ -42,6 +42,7 @@ def test_steps_and_epochs_are_logged_once_across_a_resume(synth_root, tmp_path):
     psnr = acc.Scalars("val/psnr")
     assert [e.step for e in psnr] == [r["step"] for r in records] == [2, 4]
     assert [e.value for e in psnr] == pytest.approx([r["val_psnr"] for r in records], rel=1e-6)
+    assert [e.value for e in acc.Scalars("val/active_units")] == [r["active_units"] for r in records]
 
 
 def test_off_and_missing_package(tmp_path, monkeypatch):

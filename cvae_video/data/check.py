@@ -1,6 +1,7 @@
 """`cvae-data check`: scan a data set in the BAIR layout and report every problem, not just the first.
 
     cvae-data check --data_root ROOT [--splits train validate test] [--min_frames N] [--quick] [--json OUT]
+                    [--condition {full,actions,positions,none}]
 
 Prints, per kind of problem, a count and the first examples (path and detail), then exits 1 if anything was found,
 0 with a one-line "ok" summary otherwise. ``--json OUT`` writes the full list.
@@ -33,6 +34,9 @@ trajectory problem would stop ``VideoDataset`` or a training step.
 Hidden entries (names starting with ".") are skipped, except ``*.partial`` folders left by an interrupted
 ``cvae-data convert``. Files at ROOT itself (convert.json, synth_config.json, .packed/) are not looked at.
 
+``--condition none`` checks the data set as a model without conditions reads it: the frames alone, the CSVs
+neither needed nor looked at (the ``csv_*`` kinds do not arise), so a data set of frames only passes.
+
 Images: by default each frame is opened, its chunk checksums verified and its pixels fully decoded (what the
 reader does). ``--quick`` stops after the checksums (about 5x faster): it still finds garbage, truncated and
 corrupted files, but not a compressed stream that is broken while its checksums are intact. Both modes also
@@ -56,6 +60,8 @@ from . import layout
 from .problems import KINDS, Problem, scan_trajectory
 
 EXAMPLES = 3
+# the model's choices (cvae_video.models.svg.CONDITIONS), named here so that the data tools need not import torch
+CONDITIONS = ("full", "actions", "positions", "none")
 
 @dataclass
 class Report:
@@ -63,6 +69,7 @@ class Report:
     root: str
     splits: tuple[str, ...]
     images: str                      # "decoded", "checksums" (--quick) or "not checked"
+    conditions: bool = True          # False: checked as a model with --condition none reads it (frames alone)
     trajectories: int = 0
     frames: int = 0
     bad_trajectories: int = 0
@@ -126,19 +133,20 @@ def _visible(name: str) -> bool:
 
 def scan_dataset(root: str | os.PathLike, splits: tuple[str, ...] = layout.SPLITS,
                  image_size: int = layout.IMAGE_SIZE, min_frames: int = 1, check_images: bool = True,
-                 decode: bool = True, progress: bool = True) -> Report:
-    """Scan the layout and every trajectory of ``splits`` under ``root``; see the module doc for what is checked."""
+                 decode: bool = True, progress: bool = True, with_conditions: bool = True) -> Report:
+    """Scan the layout and every trajectory of ``splits`` under ``root``; see the module doc for what is checked.
+    ``with_conditions=False``: the frames alone, as the reader of a model with ``condition = "none"``."""
     start = time.perf_counter()
     root = Path(root)
     images = ("decoded" if decode else "checksums") if check_images else "not checked"
-    report = Report(str(root), tuple(splits), images)
+    report = Report(str(root), tuple(splits), images, conditions=with_conditions)
     trajectories: list[Path] = []
     for split in splits:
         trajs, problems = _scan_layout(root, split)
         trajectories.extend(trajs)
         report.problems.extend(problems)
     for traj in tqdm(trajectories, desc="check", unit="traj", disable=not progress, dynamic_ncols=True):
-        scan = scan_trajectory(traj, image_size, min_frames, check_images, decode)
+        scan = scan_trajectory(traj, image_size, min_frames, check_images, decode, with_conditions)
         problems, n_frames = scan.problems, scan.n_frames
         report.trajectories += 1
         report.frames += n_frames
@@ -156,7 +164,8 @@ def scan_dataset(root: str | os.PathLike, splits: tuple[str, ...] = layout.SPLIT
 def format_report(report: Report, examples: int = EXAMPLES) -> str:
     """Human-readable summary: a count and the first ``examples`` problems per kind, paths relative to the root."""
     scanned = (f"{report.root}: {report.trajectories} trajectories, {report.frames} frames in "
-               f"{', '.join(report.splits)} (images {report.images}, {report.seconds:.1f} s)")
+               f"{', '.join(report.splits)} (images {report.images}, "
+               f"{'' if report.conditions else 'frames only, conditions not read, '}{report.seconds:.1f} s)")
     if report.ok:
         return f"ok: {scanned}, no problems"
     lines = [scanned,
@@ -195,6 +204,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="flag trajectories shorter than N frames (e.g. the training sequence length)")
     p.add_argument("--quick", action="store_true",
                    help="check PNG headers and checksums only, without decoding the pixels (about 5x faster)")
+    p.add_argument("--condition", choices=CONDITIONS, default="full",
+                   help="the --condition of the model to train: none checks the frames alone (the condition CSVs "
+                        "are not needed and not read, as training with --condition none reads none); the others "
+                        "need both CSVs (default: %(default)s)")
     p.add_argument("--json", metavar="OUT", help="write the full report (every problem) to this JSON file")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -207,7 +220,8 @@ def run(args: argparse.Namespace) -> int:
     if args.image_size < 1:
         raise ConfigError(f"--image_size must be >= 1, got {args.image_size}")
     report = scan_dataset(args.data_root, tuple(args.splits), image_size=args.image_size,
-                          min_frames=args.min_frames, decode=not args.quick, progress=not args.no_progress)
+                          min_frames=args.min_frames, decode=not args.quick, progress=not args.no_progress,
+                          with_conditions=args.condition != "none")
     if args.json:
         atomic_write_json(args.json, report.to_dict())
     print(format_report(report))

@@ -32,7 +32,8 @@ class BadTrajectory(DataError):
 
 @dataclass(frozen=True)
 class ConditionStats:
-    """Per-dimension mean and std of the condition vectors of the training split."""
+    """Per-dimension mean and std of the condition vectors of the training split (empty for a data set read
+    without conditions)."""
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
@@ -62,6 +63,10 @@ class VideoDataset(Dataset):
     construction (frames present and contiguous, CSVs of the right shape and finite); frame contents (size,
     decodability) are checked when read. Items: ``frames`` uint8 (T, C, H, W) and ``cond`` float32 (T, 7).
 
+    ``with_conditions=False`` reads the frames alone, for a model with ``condition = "none"``: the CSVs are not
+    needed (a data set of frames only, e.g. one's own videos) and not read where present, ``cond`` is (T, 0)
+    and ``stats`` has no dimensions.
+
     ``use_packed``: read frames and conditions from the packed cache (``cvae-data pack``, see
     :mod:`cvae_video.data.pack`) when it is present and up to date, else from the PNG/CSV files (``None``, with a
     warning if the cache is stale); never (``False``); or only from the cache, DataError if it is absent or stale
@@ -77,16 +82,19 @@ class VideoDataset(Dataset):
 
     def __init__(self, root: str | os.PathLike, split: str, seq_len: int, stats: ConditionStats | None = None,
                  image_size: int = layout.IMAGE_SIZE, use_packed: bool | None = None, check_frames: bool = False,
-                 on_bad_sample: str = "error"):
+                 on_bad_sample: str = "error", with_conditions: bool = True):
         if on_bad_sample not in ("error", "skip"):
             raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
         self.root, self.split, self.seq_len, self.image_size = Path(root), split, seq_len, image_size
+        self.with_conditions = with_conditions
         self.skipped: dict[Path, str] = {}
         self.packed: PackedSplit | None = None
         if use_packed is not False:
-            self.packed = open_packed(root, split, image_size, required=bool(use_packed))
+            self.packed = open_packed(root, split, image_size, required=bool(use_packed),
+                                      need_conditions=with_conditions)
         if self.packed is not None:
-            conditions = self.packed.trajectory_conditions()
+            conditions = (self.packed.trajectory_conditions() if with_conditions
+                          else [np.zeros((n, 0), np.float32) for n in self.packed.lengths.tolist()])
             self._packed_index = []      # dataset index -> packed trajectory index (skipped ones left out)
             for j, (traj, n) in enumerate(zip(self.packed.trajectories, self.packed.lengths.tolist())):
                 if n < seq_len:
@@ -110,14 +118,17 @@ class VideoDataset(Dataset):
             first = next(iter(self.skipped.values()))
             raise DataError(f"{self.root / split}: all {len(self.skipped)} trajectories are bad (first: {first})")
         self.lengths = np.array([len(c) for c in self.conditions])
+        if not with_conditions:   # nothing to normalise, whatever statistics a model trained elsewhere brings
+            stats = ConditionStats((), ())
         self.stats = stats or ConditionStats.from_conditions(self.conditions)
         self._normalized = [self.stats.normalize(c) for c in self.conditions]
 
     def _read_trajectory_info(self, traj: Path, check_frames: bool) -> np.ndarray:
-        """The (T, 7) conditions of a trajectory; DataError naming the file if the reader would fail on it (the rule
-        of :mod:`cvae_video.data.problems`, which ``cvae-data check`` applies too)."""
+        """The (T, 7) conditions of a trajectory ((T, 0) without conditions); DataError naming the file if the
+        reader would fail on it (the rule of :mod:`cvae_video.data.problems`, which ``cvae-data check`` applies
+        too)."""
         scan = scan_trajectory(traj, self.image_size, min_frames=self.seq_len, check_images=check_frames,
-                               decode=False)
+                               decode=False, with_conditions=self.with_conditions)
         if scan.fatal is not None:
             raise DataError(scan.fatal.message)
         return scan.conditions
@@ -144,7 +155,7 @@ class VideoDataset(Dataset):
             frames = np.stack([layout.read_frame(traj / f"{t}.png", self.image_size) for t in range(start, end)])
             frames = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
         return {"frames": frames,                                                # (T, C, H, W) uint8
-                "cond": torch.from_numpy(self._normalized[i][start:end].copy()),  # (T, 7)
+                "cond": torch.from_numpy(self._normalized[i][start:end].copy()),  # (T, 7), or (T, 0)
                 "index": torch.tensor(i)}
 
 

@@ -9,6 +9,10 @@ frame once and writes, per split,
                         /index.json      per trajectory: path (relative to ROOT/<split>), offset, length and a
                                          fingerprint of its source files
 
+A split none of whose trajectories has a condition file (frames alone, e.g. one's own videos), or any split with
+``--frames_only``, is packed without conditions (``conditions.npy`` is (total_frames, 0)): that cache serves models
+with ``--condition none``, which read no conditions.
+
 ``VideoDataset`` then slices windows out of ``frames.npy`` (``np.load(..., mmap_mode="r")``) instead of opening
 PNG files. The cache lives inside the data root, outside the split folders, so the layout readers never see it.
 
@@ -56,6 +60,7 @@ class PackReport:
     seconds: float
     skipped: bool = False          # already up to date
     folder: str = ""
+    cond_dim: int = layout.COND_DIM   # 0: packed without conditions
 
 
 def _fill_frames(path: str, jobs: list[tuple[str, int, int]], image_size: int) -> int:
@@ -72,27 +77,40 @@ def _fill_frames(path: str, jobs: list[tuple[str, int, int]], image_size: int) -
     return n
 
 
+def _has_conditions(traj: Path) -> bool:
+    return any((traj / name).is_file() for name in (layout.ACTIONS_FILE, layout.POSITIONS_FILE))
+
+
 def pack_split(root: str | os.PathLike, split: str, image_size: int = layout.IMAGE_SIZE, workers: int = 1,
-               force: bool = False, progress: bool = True) -> PackReport:
-    """Write the packed cache of one split (skipped when already up to date, unless ``force``)."""
+               force: bool = False, progress: bool = True, frames_only: bool = False) -> PackReport:
+    """Write the packed cache of one split (skipped when already up to date, unless ``force``). Without
+    conditions with ``frames_only`` or when no trajectory of the split has a condition file."""
     begin = time.perf_counter()
     root = Path(root)
-    if not force:
-        packed, _, _ = check_packed(root, split, image_size)
-        if packed is not None:
-            return PackReport(split, len(packed), int(packed.lengths.sum()), time.perf_counter() - begin,
-                              skipped=True, folder=str(packed.folder))
     split_dir = root / split
     trajs = layout.list_trajectories(root, split)
     if not trajs:
         raise DataError(f"{split_dir}: no trajectories (expected {split}/<group>/<integer>/)")
+    frames_only = frames_only or not any(_has_conditions(t) for t in trajs)
+    if not force:
+        packed, _, _ = check_packed(root, split, image_size, need_conditions=not frames_only)
+        if packed is not None:
+            return PackReport(split, len(packed), int(packed.lengths.sum()), time.perf_counter() - begin,
+                              skipped=True, folder=str(packed.folder), cond_dim=packed.cond_dim)
 
     # stat before reading, so a file changed meanwhile leaves a stale (never a wrongly fresh) cache
     items, conds, offset = [], [], 0
     for traj in tqdm(trajs, desc=f"{split}: scan", unit="traj", leave=False, disable=not progress):
         fingerprint = trajectory_fingerprint(traj)
         n = layout.count_frames(traj)
-        conds.append(layout.read_conditions(traj, n))
+        if frames_only:
+            conds.append(np.zeros((n, 0), np.float32))
+        elif not _has_conditions(traj):
+            raise DataError(f"{traj / layout.ACTIONS_FILE}: file not found (other trajectories of the split have "
+                            f"condition files; `cvae-data pack --frames_only` packs the frames alone, for models "
+                            f"with --condition none)")
+        else:
+            conds.append(layout.read_conditions(traj, n))
         items.append({"path": traj.relative_to(split_dir).as_posix(), "offset": offset, "length": n,
                       "fingerprint": fingerprint})
         offset += n
@@ -114,14 +132,15 @@ def pack_split(root: str | os.PathLike, split: str, image_size: int = layout.IMA
             run_with_progress(_fill_frames, tasks, workers, bar)
         np.save(tmp / CONDITIONS_FILE, np.concatenate(conds).astype(np.float32, copy=False))
         index = {"format": FORMAT, "split": split, "image_size": image_size, "total_frames": total,
-                 "n_trajectories": len(items), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                 "trajectories": items}
+                 "cond_dim": 0 if frames_only else layout.COND_DIM, "n_trajectories": len(items),
+                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trajectories": items}
         (tmp / INDEX_FILE).write_text(json.dumps(index, separators=(",", ":")) + "\n", encoding="utf-8")
         _publish(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return PackReport(split, len(items), total, time.perf_counter() - begin, folder=str(folder))
+    return PackReport(split, len(items), total, time.perf_counter() - begin, folder=str(folder),
+                      cond_dim=0 if frames_only else layout.COND_DIM)
 
 
 def _remove_abandoned(parent: Path, split: str) -> None:
@@ -142,7 +161,8 @@ def _publish(tmp: Path, folder: Path) -> None:
 
 
 def pack(root: str | os.PathLike, splits: list[str] | None = None, image_size: int = layout.IMAGE_SIZE,
-         workers: int = 1, force: bool = False, progress: bool = True) -> list[PackReport]:
+         workers: int = 1, force: bool = False, progress: bool = True, frames_only: bool = False
+         ) -> list[PackReport]:
     """Pack ``splits`` (default: every split folder present under ``root``)."""
     root = Path(root)
     if not root.is_dir():
@@ -151,7 +171,7 @@ def pack(root: str | os.PathLike, splits: list[str] | None = None, image_size: i
         splits = [s for s in layout.SPLITS if (root / s).is_dir()]
         if not splits:
             raise DataError(f"{root}: none of the split folders {', '.join(layout.SPLITS)} found")
-    return [pack_split(root, s, image_size, workers, force, progress) for s in splits]
+    return [pack_split(root, s, image_size, workers, force, progress, frames_only) for s in splits]
 
 
 # ---- command line: `cvae-data pack` -------------------------------------------------------------------------
@@ -168,6 +188,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--image_size", type=int, default=layout.IMAGE_SIZE, help="frame size to expect")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="processes decoding frames in parallel")
     p.add_argument("--force", action="store_true", help="rewrite splits whose cache is already up to date")
+    p.add_argument("--frames_only", action="store_true",
+                   help="pack the frames without the conditions (for models with --condition none; automatic for "
+                        "a split without any condition file)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -175,12 +198,14 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    reports = pack(args.data_root, args.splits, args.image_size, args.workers, args.force, not args.no_progress)
+    reports = pack(args.data_root, args.splits, args.image_size, args.workers, args.force, not args.no_progress,
+                   args.frames_only)
     for r in reports:
+        what = "frames only, " if r.cond_dim == 0 else ""
         if r.skipped:
-            print(f"{r.split:<9} up to date: {r.n_trajectories} trajectories, {r.n_frames} frames ({r.folder})")
+            print(f"{r.split:<9} up to date: {r.n_trajectories} trajectories, {r.n_frames} frames ({what}{r.folder})")
         else:
             size = r.n_frames * args.image_size ** 2 * 3 / 2 ** 20
-            print(f"{r.split:<9} packed {r.n_trajectories} trajectories, {r.n_frames} frames ({size:.0f} MiB) "
+            print(f"{r.split:<9} packed {r.n_trajectories} trajectories, {r.n_frames} frames ({what}{size:.0f} MiB) "
                   f"in {r.seconds:.1f} s -> {r.folder}")
     return 0

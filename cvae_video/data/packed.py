@@ -2,9 +2,13 @@
 memory mapping. ``cvae-data pack`` (:mod:`cvae_video.data.pack`) writes it; see there for when it is up to date.
 
     ROOT/.packed/<split>/frames.npy      uint8 (total_frames, H, W, 3), all trajectories one after another
-                        /conditions.npy  float32 (total_frames, 7), c_t = concat(action_t, position_t)
+                        /conditions.npy  float32 (total_frames, cond_dim), c_t = concat(action_t, position_t)
                         /index.json      per trajectory: path (relative to ROOT/<split>), offset, length and a
-                                         fingerprint of its source files
+                                         fingerprint of its source files; cond_dim
+
+``cond_dim`` is 7, or 0 for a split packed from frames alone (a data set without condition files): such a cache
+serves only readers that need no conditions (models with ``condition = "none"``). Caches written before the key
+existed hold 7.
 """
 
 from __future__ import annotations
@@ -80,12 +84,13 @@ class PackedSplit:
         self.offsets = np.array([item["offset"] for item in items], dtype=np.int64)
         self.lengths = np.array([item["length"] for item in items], dtype=np.int64)
         self.image_size = int(index["image_size"])
-        self.conditions = np.load(self.folder / CONDITIONS_FILE)        # (total_frames, 7) float32
+        self.cond_dim = int(index.get("cond_dim", layout.COND_DIM))   # 0: packed from frames alone
+        self.conditions = np.load(self.folder / CONDITIONS_FILE)        # (total_frames, cond_dim) float32
         self._frames = None
         total = int(index["total_frames"])
         frames = self.frames
         expected = (total, self.image_size, self.image_size, 3)
-        if frames.dtype != np.uint8 or frames.shape != expected or self.conditions.shape != (total, layout.COND_DIM):
+        if frames.dtype != np.uint8 or frames.shape != expected or self.conditions.shape != (total, self.cond_dim):
             raise DataError(f"{self.folder}: damaged packed cache (frames {frames.dtype} {frames.shape}, "
                             f"conditions {self.conditions.shape}, index says {total} frames)")
         if total and not (np.all(self.offsets + self.lengths <= total) and np.all(self.lengths > 0)):
@@ -107,7 +112,7 @@ class PackedSplit:
         return self.frames[o + start:o + end]
 
     def trajectory_conditions(self) -> list[np.ndarray]:
-        """Per-trajectory condition arrays (T_i, 7), views of one array."""
+        """Per-trajectory condition arrays (T_i, cond_dim), views of one array."""
         return [self.conditions[o:o + n] for o, n in zip(self.offsets.tolist(), self.lengths.tolist())]
 
     def __getstate__(self) -> dict:
@@ -135,9 +140,10 @@ def _stale_reason(root: Path, split: str, recorded: list[tuple[str, str]]) -> st
     return "; ".join(parts) or "trajectory order differs"
 
 
-def check_packed(root: str | os.PathLike, split: str, image_size: int | None = None
+def check_packed(root: str | os.PathLike, split: str, image_size: int | None = None, need_conditions: bool = False
                  ) -> tuple[PackedSplit | None, str, bool]:
-    """(packed split, "", True) when usable; else (None, why, present), present = a cache folder exists."""
+    """(packed split, "", True) when usable; else (None, why, present), present = a cache folder exists.
+    ``need_conditions``: a cache packed from frames alone (``cond_dim`` 0) is not usable."""
     folder = packed_dir(root, split)
     rerun = f"re-run `cvae-data pack --data_root {root} --splits {split}`"
     if not (folder / INDEX_FILE).is_file():
@@ -157,6 +163,9 @@ def check_packed(root: str | os.PathLike, split: str, image_size: int | None = N
     if image_size is not None and int(index.get("image_size", -1)) != image_size:
         return None, f"packed cache of split '{split}' at {folder} holds {index.get('image_size')}-pixel frames, " \
                      f"{image_size} were asked for; {rerun} --image_size {image_size}", True
+    if need_conditions and int(index.get("cond_dim", layout.COND_DIM)) == 0:
+        return None, f"packed cache of split '{split}' at {folder} holds frames only (it was packed without " \
+                     f"conditions)", True
     try:
         return PackedSplit(root, split, index), "", True
     except (OSError, ValueError) as e:
@@ -165,14 +174,16 @@ def check_packed(root: str | os.PathLike, split: str, image_size: int | None = N
         return None, f"{e}; {rerun}", True
 
 
-def open_packed(root: str | os.PathLike, split: str, image_size: int | None = None, required: bool = False
-                ) -> PackedSplit | None:
-    """The packed cache of a split if present and up to date, else None.
+def open_packed(root: str | os.PathLike, split: str, image_size: int | None = None, required: bool = False,
+                need_conditions: bool = False) -> PackedSplit | None:
+    """The packed cache of a split if present and up to date (and, with ``need_conditions``, holding conditions),
+    else None.
 
-    A cache that exists but is stale (or damaged) gives a :class:`StalePackWarning` naming the split; with
-    ``required`` any unusable cache, absent ones included, raises DataError instead.
+    A cache that exists but is stale (or damaged, or without the conditions needed) gives a
+    :class:`StalePackWarning` naming the split; with ``required`` any unusable cache, absent ones included, raises
+    DataError instead.
     """
-    packed, why, present = check_packed(root, split, image_size)
+    packed, why, present = check_packed(root, split, image_size, need_conditions)
     if packed is None:
         if required:
             raise DataError(why)

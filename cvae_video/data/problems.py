@@ -8,6 +8,9 @@ reported but harmless; any other problem is fatal: the reader leaves the traject
 
 The trajectory length T is the row count of the CSVs when both are readable and agree, else the number of frames
 (largest index + 1).
+
+A model trained with ``condition = "none"`` reads no conditions: for it (``with_conditions=False``) a trajectory is
+its frames alone, the CSVs are neither needed nor looked at, and T is the number of frames.
 """
 
 from __future__ import annotations
@@ -74,7 +77,8 @@ class Problem:
 @dataclass
 class TrajectoryScan:
     """What :func:`scan_trajectory` found: every problem, the frames present, and the (T, 7) conditions
-    (actions, then positions; float32) when both CSVs are readable and have the trajectory's length, else None."""
+    (actions, then positions; float32) when both CSVs are readable and have the trajectory's length, else None;
+    without conditions (``with_conditions=False``) a (T, 0) array for a trajectory with frames."""
     problems: list[Problem]
     n_frames: int
     conditions: np.ndarray | None
@@ -90,11 +94,12 @@ def too_short(traj: Path | str, length: int, min_frames: int) -> Problem:
 
 
 def scan_trajectory(traj_dir: str | os.PathLike, image_size: int = layout.IMAGE_SIZE, min_frames: int = 1,
-                    check_images: bool = True, decode: bool = True) -> TrajectoryScan:
+                    check_images: bool = True, decode: bool = True, with_conditions: bool = True) -> TrajectoryScan:
     """Every problem of one trajectory folder: frames listed, then CSVs, lengths, and the images in frame order.
 
     ``check_images=False`` skips opening the frames (listing and CSVs only: what ``VideoDataset`` checks at
     start-up); ``decode=False`` checks headers and checksums without decoding the pixels.
+    ``with_conditions=False``: the frames alone, for a model without conditions (the CSVs are not read).
     """
     traj = Path(traj_dir)
     problems: list[Problem] = []
@@ -111,7 +116,7 @@ def scan_trajectory(traj_dir: str | os.PathLike, image_size: int = layout.IMAGE_
 
     rows: list[int | None] = []
     values = []
-    for name, n_cols in _CSV_FILES:
+    for name, n_cols in (_CSV_FILES if with_conditions else ()):
         scan = layout.scan_csv(traj / name, n_cols)
         problems.extend(_csv_problems(scan.issues))
         missing = any(i.kind in ("missing", "unreadable") for i in scan.issues)
@@ -120,7 +125,7 @@ def scan_trajectory(traj_dir: str | os.PathLike, image_size: int = layout.IMAGE_
 
     n = max(frames) + 1 if frames else 0
     gapless = len(frames) == n
-    agreed = rows[0] if rows[0] is not None and rows[0] == rows[1] else None
+    agreed = rows[0] if with_conditions and rows[0] is not None and rows[0] == rows[1] else None
     if not frames:
         problems.insert(0, Problem("no_frames", str(traj), "no frames (expected 0.png, 1.png, ...)"))
         length = agreed or 0
@@ -148,6 +153,8 @@ def scan_trajectory(traj_dir: str | os.PathLike, image_size: int = layout.IMAGE_
         for i in sorted(frames):
             problems.extend(check_frame(traj / f"{i}.png", image_size, decode))
     usable = all(v is not None and len(v) == length for v in values) and length > 0
+    if not with_conditions:
+        return TrajectoryScan(problems, len(frames), np.zeros((length, 0), np.float32) if usable else None)
     return TrajectoryScan(problems, len(frames), np.concatenate(values, 1) if usable else None)
 
 
@@ -164,6 +171,8 @@ def _csv_problems(issues: list[layout.CsvIssue]) -> list[Problem]:
     for kind, group in by_kind.items():
         first = group[0]
         detail = first.detail if first.line is None else f"line {first.line}: {first.detail}"
+        if kind == "missing":
+            detail += " (only a model trained with --condition none does without the condition files)"
         if len(group) > 1:
             detail += f" ({len(group)} lines)"
         out.append(Problem(_CSV_KIND[kind], str(first.path), detail))

@@ -485,3 +485,12 @@ class CVAE(nn.Module):
                 if self.cfg.last_frame_skip:
                     skip_in = self.skip_inputs(skip_t)
         return torch.stack(out, 1).unflatten(0, (B, S))
+
+    def latent_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`latent_kl` (B, T-1) and the posterior means mu_q (B, T-1, z_dim) it compares with the prior,
+        from one pass over the ground-truth frames x (B, T, C, H, W), float32. How much mu_q varies across the
+        data per dimension says which latent dimensions are in use (active units, Burda et al. 2016)."""
+        h, _ = self.encode(x)
+        (mu_q, logvar_q), _ = self.posterior(h[:, 1:])
+        (mu_p, logvar_p), _ = self._prior_stats(h[:, :-1], None)
+        return gaussian_kl(mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float()), mu_q.float()
