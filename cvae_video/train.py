@@ -77,7 +77,8 @@ def kl_term(out: dict, cfg: TrainConfig) -> torch.Tensor:
     max(KL_t, free_bits). With ``kl_balance`` a in (0, 1) and a learned prior, the two halves are weighted apart
     (KL balancing, Hafner et al. 2021): a KL(sg(q) || p) trains the prior towards the posterior, and
     (1 - a) max(KL(q || sg(p)), free_bits) the posterior towards the prior, so the prior keeps learning while free
-    bits leave the posterior alone. a = 0.5 without free bits is the plain KL."""
+    bits leave the posterior alone. a = 0.5 without free bits has the plain KL's value and half its gradient on
+    either side."""
     floor = cfg.free_bits
     if cfg.kl_balance and "kl_prior_per_step" in out:
         post = out["kl_posterior_per_step"]

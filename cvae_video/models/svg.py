@@ -178,9 +178,10 @@ class ModelConfig:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
-        if not self.frame_feedback and (self.last_frame_skip or self.motion_kernels):
-            raise ValueError("frame_feedback=False feeds no predicted frame back, so last_frame_skip and "
-                             "motion_kernels (which read the previous frame) cannot be used with it")
+        if not self.frame_feedback and (self.last_frame_skip or self.motion_kernels or self.prior == "learned"):
+            raise ValueError("frame_feedback=False feeds no predicted frame back, so last_frame_skip, "
+                             "motion_kernels and the learned prior (which read the previous frame) cannot be "
+                             "used with it")
         if self.posterior_input not in POSTERIOR_INPUTS:
             raise ValueError(f"posterior_input must be one of {POSTERIOR_INPUTS}, got {self.posterior_input!r}")
         if self.condition not in CONDITIONS:
@@ -426,10 +427,7 @@ class CVAE(nn.Module):
         """KL(q(z_t | x_1..t) || p(z_t | x_1..t-1)) for frames x (B, T, C, H, W): (B, T-1), summed over latent
         dimensions; steps t = 1 .. T-1 on the ground truth, as in training with teacher forcing. Near zero when
         the posterior has collapsed onto the prior (z then carries nothing about the frames)."""
-        h, _ = self.encode(x)
-        (mu_q, logvar_q), _ = self.posterior(self._posterior_input(h))
-        (mu_p, logvar_p), _ = self._prior_stats(h[:, :-1], None)
-        return gaussian_kl(mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float())
+        return self.latent_stats(x)[0]
 
     # ---- prediction -------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -491,6 +489,6 @@ class CVAE(nn.Module):
         from one pass over the ground-truth frames x (B, T, C, H, W), float32. How much mu_q varies across the
         data per dimension says which latent dimensions are in use (active units, Burda et al. 2016)."""
         h, _ = self.encode(x)
-        (mu_q, logvar_q), _ = self.posterior(h[:, 1:])
+        (mu_q, logvar_q), _ = self.posterior(self._posterior_input(h))
         (mu_p, logvar_p), _ = self._prior_stats(h[:, :-1], None)
         return gaussian_kl(mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float()), mu_q.float()

@@ -1,0 +1,107 @@
+"""The model options that change how the latent reaches the frames: spatial_state, frame_keypoints,
+posterior_input, posterior_logvar_init, frame_feedback, and the KL balance of the loss."""
+
+import pytest
+import torch
+
+from cvae_video.config import TrainConfig
+from cvae_video.models import ModelConfig, svg
+from cvae_video.train import kl_term
+from helpers import tiny_model
+
+
+def _frames(seed=0, B=2, T=5):
+    return torch.rand(B, T, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+
+
+def test_spatial_state_draws_what_the_predictor_says():
+    model = tiny_model(condition="none", output="compose", spatial_state=3, keypoints=2).eval()
+    assert model.decoder.cond_channels == 6 and model.decoder.map_channels == 4
+    x = _frames()
+    want = model.predict(x[:, :2], None, 2, z_mode="mean")
+    with torch.no_grad():
+        model.state_head.bias.add_(0.5)
+    assert not torch.allclose(model.predict(x[:, :2], None, 2, z_mode="mean"), want)
+    with pytest.raises(ValueError, match="spatial_state"):
+        ModelConfig(spatial_state=2, spatial_cond=True)
+    with pytest.raises(ValueError, match="keypoints"):
+        ModelConfig(keypoints=2)
+
+
+def test_spatial_softmax_points_find_a_peak():
+    points = svg.SpatialSoftmaxPoints(channels=1, n=1)
+    with torch.no_grad():
+        points.conv.weight.fill_(100.0)
+        points.conv.bias.zero_()
+    f = torch.zeros(1, 1, 32, 32)
+    f[0, 0, 8, 24] = 1.0                         # row 8, column 24
+    r = torch.linspace(-1, 1, 32)
+    assert torch.allclose(points(f), torch.stack([r[24], r[8]])[None], atol=1e-4)   # (x, y)
+
+
+def test_frame_keypoints_extend_what_the_recurrent_parts_read():
+    model = tiny_model(frame_keypoints=3)
+    assert model.predictor.embed.in_features == 16 + 6 + 4 + 7
+    assert model.posterior.embed.in_features == 16 + 6
+    h, _ = model.encode(_frames())
+    assert h.shape[-1] == 22 and h[..., 16:].abs().max() <= 1
+
+
+def test_posterior_reads_the_change_from_the_last_frame():
+    model = tiny_model(posterior_input="change")
+    h = torch.randn(2, 4, 16)
+    inp = model._posterior_input(h)
+    assert torch.equal(inp[..., :16], h[:, 1:]) and torch.equal(inp[..., 16:], h[:, 1:] - h[:, :-1])
+    assert model.posterior.embed.in_features == 32
+
+
+def test_posterior_logvar_init():
+    assert torch.all(tiny_model(posterior_logvar_init=-4.0).posterior.logvar.bias == -4.0)
+
+
+def test_without_frame_feedback_predicted_frames_are_never_encoded():
+    model = tiny_model(frame_feedback=False)
+    x, cond = _frames(T=6), torch.randn(2, 6, 7)
+    # teacher forcing makes no difference: no frame after the given ones reaches the predictor
+    torch.manual_seed(3)
+    a = model(x, cond, 2, True)["x_hat"]
+    torch.manual_seed(3)
+    b = model(x, cond, 2, False)["x_hat"]
+    assert torch.equal(a, b)
+    feedback = tiny_model()
+    torch.manual_seed(3)
+    c = feedback(x, cond, 2, True)["x_hat"]
+    torch.manual_seed(3)
+    assert not torch.allclose(c, feedback(x, cond, 2, False)["x_hat"])
+    # prediction encodes the given frames once, in one call
+    calls = []
+    model.eval()
+    model.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    model.predict(x[:, :2], cond, 4, n_samples=3)
+    assert calls == [2 * 2]
+    with pytest.raises(ValueError, match="frame_feedback"):
+        ModelConfig(frame_feedback=False, prior="learned")
+
+
+def test_kl_balance_weights_the_prior_and_the_posterior_apart():
+    x, cond = _frames(T=4), torch.randn(2, 4, 7)
+    model = tiny_model(prior="learned")
+    torch.manual_seed(0)
+    out = model(x, cond, 2)
+    assert torch.allclose(kl_term(out, TrainConfig(kl_balance=0.5)), out["kl"], rtol=1e-5)   # the same value
+    plain = torch.autograd.grad(out["kl"], [model.prior.mu.weight, model.posterior.mu.weight], retain_graph=True)
+    half = torch.autograd.grad(kl_term(out, TrainConfig(kl_balance=0.5)),
+                               [model.prior.mu.weight, model.posterior.mu.weight], retain_graph=True)
+    bal = torch.autograd.grad(kl_term(out, TrainConfig(kl_balance=0.8)),
+                              [model.prior.mu.weight, model.posterior.mu.weight], retain_graph=True)
+    assert torch.allclose(half[0], 0.5 * plain[0], atol=1e-7) and torch.allclose(half[1], 0.5 * plain[1], atol=1e-7)
+    assert torch.allclose(bal[0], 0.8 * plain[0], atol=1e-7) and torch.allclose(bal[1], 0.2 * plain[1], atol=1e-7)
+    # free bits above the KL: the posterior feels no KL, the prior still learns to match it
+    floor = float(out["kl_per_step"].detach().max()) + 1.0
+    fb = torch.autograd.grad(kl_term(out, TrainConfig(kl_balance=0.8, free_bits=floor)),
+                             [model.prior.mu.weight, model.posterior.mu.weight], retain_graph=True, allow_unused=True)
+    assert fb[0].abs().sum() > 0 and (fb[1] is None or fb[1].abs().sum() == 0)
+    # without the balance, free bits above the KL stop both
+    (g,) = torch.autograd.grad(kl_term(out, TrainConfig(free_bits=floor)), model.prior.mu.weight,
+                               allow_unused=True, retain_graph=True)
+    assert g is None or g.abs().sum() == 0
