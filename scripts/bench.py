@@ -3,7 +3,7 @@
     python scripts/bench.py                              # lab size: vgg, width 1, batch 16, 2 -> 10 frames
     python scripts/bench.py --config configs/demo.toml --batch_size 8   # the demo's model
     python scripts/bench.py --precision fp32,bf16 --no-channels_last --json bench.json
-    python scripts/bench.py --quick --json /tmp/b.json   # tiny smoke run (a few seconds of work)
+    python scripts/bench.py --quick --json bench_quick.json   # tiny smoke run (a few seconds of work)
 
 Measurements (synthetic random tensors unless stated):
 
