@@ -68,7 +68,7 @@ class TrainConfig:
     kl_anneal_cycle: int = 4
     kl_weight_max: float = 1.0
     free_bits: float = 0.0             # nats per step: the KL term counts max(KL_t, free_bits) (0 = off)
-    kl_balance: float = 0.0            # a in (0, 1): with a learned prior, weight a on the prior's half of the KL, 1 - a on the posterior's (0 = off)
+    kl_balance: float = 0.0            # a in (0, 1), learned prior: weight a on the prior's side of the KL (0 = off)
     # sequence protocol
     n_past: int = 2
     n_future: int = 10

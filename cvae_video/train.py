@@ -34,6 +34,7 @@ from .errors import CheckpointError, ConfigError, CvaeError, DataError
 from .evaluate import score_split
 from .fileio import atomic_write_json, atomic_write_text, read_json_lines, remove_stale_temp_files
 from .inference import predict_batch, save_pictures, take_batch
+from .models.rnn import gaussian_kl
 from .models.svg import CVAE
 from .runtime import autocast, choose_precision, derive_seed, grad_scaler, keep_freed_memory, seed_everything
 from .schedules import kl_weight, learning_rate, teacher_forcing_ratio
@@ -80,11 +81,13 @@ def kl_term(out: dict, cfg: TrainConfig) -> torch.Tensor:
     bits leave the posterior alone. a = 0.5 without free bits has the plain KL's value and half its gradient on
     either side."""
     floor = cfg.free_bits
-    if cfg.kl_balance and "kl_prior_per_step" in out:
-        post = out["kl_posterior_per_step"]
+    if cfg.kl_balance and "p" in out:   # a learned prior: the model returns both sides' statistics
+        (mu_q, logvar_q), (mu_p, logvar_p) = out["q"], out["p"]
+        post = gaussian_kl(mu_q, logvar_q, mu_p.detach(), logvar_p.detach()).mean(0)
         post = post.clamp(min=floor) if floor > 0 else post
+        prior = gaussian_kl(mu_q.detach(), logvar_q.detach(), mu_p, logvar_p).mean(0)
         a = cfg.kl_balance
-        return a * out["kl_prior_per_step"].sum() + (1 - a) * post.sum()
+        return a * prior.sum() + (1 - a) * post.sum()
     return out["kl_per_step"].clamp(min=floor).sum() if floor > 0 else out["kl"]
 
 

@@ -234,7 +234,6 @@ class CVAE(nn.Module):
         h_dim = cfg.g_dim + 2 * cfg.frame_keypoints
         self.predictor = PredictorLSTM(h_dim + cfg.z_dim + cfg.cond_in, cfg.g_dim, cfg.rnn_size,
                                        cfg.predictor_rnn_layers)
-        h_dim = cfg.g_dim + 2 * cfg.frame_keypoints
         self.frame_points = (SpatialSoftmaxPoints(self.encoder.point_channels, cfg.frame_keypoints)
                              if cfg.frame_keypoints else None)
         post_in = h_dim * (2 if cfg.posterior_input == "change" else 1)
@@ -363,7 +362,7 @@ class CVAE(nn.Module):
         tf = torch.as_tensor(teacher_forcing, device=x.device).expand(B)
         cond = self.select_condition(cond, B, T, x)
         h, skips = self.encode(x)                                   # (B, T, g), [(B, T, c, h, w)]
-        (mu_q, logvar_q), _ = self.posterior(self._posterior_input(h))              # q(z_t | x_1..t), t = 1..T-1
+        (mu_q, logvar_q), _ = self.posterior(self._posterior_input(h))   # q(z_t | x_1..t), t = 1..T-1
         z = reparameterize(mu_q, logvar_q)                          # (B, T-1, z)
 
         # Steps whose input frame is ground truth run as one sequence: all of them under full teacher forcing,
@@ -418,9 +417,8 @@ class CVAE(nn.Module):
         kl_t = gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).mean(0)                                 # (T-1,)
         out = {"recon": recon_t.sum(), "kl": kl_t.sum(), "recon_per_step": recon_t, "kl_per_step": kl_t,
                "x_hat": x_hat}
-        if self.prior is not None:   # the KL's two halves: what moves the posterior, what moves the prior
-            out["kl_posterior_per_step"] = gaussian_kl(mu_q, logvar_q, mu_p.detach(), logvar_p.detach()).mean(0)
-            out["kl_prior_per_step"] = gaussian_kl(mu_q.detach(), logvar_q.detach(), mu_p, logvar_p).mean(0)
+        if self.prior is not None:   # for a loss that treats the prior's and the posterior's sides apart
+            out["q"], out["p"] = (mu_q, logvar_q), (mu_p, logvar_p)
         return out
 
     def latent_kl(self, x: torch.Tensor) -> torch.Tensor:

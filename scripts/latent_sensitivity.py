@@ -1,0 +1,44 @@
+"""How much a trained model's predictions move with z: the samples' diversity (standard deviation across samples,
+mean over pixels) with z drawn at 0, 1 and 5 times the prior's spread, and the posterior's mean spread across
+sequences against its standard deviation. A model that has learnt to absorb z as noise stays near 0 at any scale.
+
+    python scripts/latent_sensitivity.py --ckpt runs/x/last.pt [--sequences 16 --samples 4]
+"""
+
+import argparse
+from unittest import mock
+
+import torch
+
+import cvae_video.models.svg as svg
+from cvae_video.data.dataset import frames_to_float
+from cvae_video.inference import open_trained, predict_batch, take_batch
+from cvae_video.models.rnn import reparameterize
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--sequences", type=int, default=16)
+    p.add_argument("--samples", type=int, default=4)
+    args = p.parse_args()
+    trained = open_trained(args.ckpt, torch.device("cpu"))
+    n_past, n_future = 2, 10
+    batch = take_batch(trained.open_split("", "test", n_past + n_future), list(range(args.sequences)))
+    for scale in (0.0, 1.0, 5.0):
+        def scaled(mu, logvar, generator=None, s=scale):
+            return mu + s * (reparameterize(mu, logvar, generator) - mu)
+        with mock.patch.object(svg, "reparameterize", scaled):
+            pred = predict_batch(trained.model, batch, n_past=n_past, n_future=n_future, n_samples=args.samples,
+                                 seed=0)
+        print(f"z spread x{scale:g}: diversity {pred.samples.std(1).mean().item():.6f}")
+    model = trained.model
+    with torch.no_grad():
+        h, _ = model.encode(frames_to_float(batch["frames"]))
+        (mu, logvar), _ = model.posterior(model._posterior_input(h))
+    print(f"posterior mean: spread across sequences {mu.std(0).mean().item():.4f} (mean over steps and "
+          f"dimensions), standard deviation {torch.exp(0.5 * logvar).mean().item():.4f}")
+
+
+if __name__ == "__main__":
+    main()
