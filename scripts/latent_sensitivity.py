@@ -1,6 +1,9 @@
 """How much a trained model's predictions move with z: the samples' diversity (standard deviation across samples,
 mean over pixels) with z drawn at 0, 1 and 5 times the prior's spread, and the posterior's mean spread across
 sequences against its standard deviation. A model that has learnt to absorb z as noise stays near 0 at any scale.
+Then how much the decoder uses what the predictor says at all: the PSNR of the predictions (one sample each)
+with the predictor's output g_t as computed and with g_t of another test sequence in its place (the rows of the
+batch rolled by one). A decoder that draws from its skip frame alone loses nothing when g_t is another's.
 
     python scripts/latent_sensitivity.py --ckpt runs/x/last.pt [--sequences 16 --samples 4]
 """
@@ -33,6 +36,15 @@ def main() -> None:
                                  seed=0)
         print(f"z spread x{scale:g}: diversity {pred.samples.std(1).mean().item():.6f}")
     model = trained.model
+    render = model.render
+    for rolled in (False, True):
+        def swapped(g, *args, **kwargs):   # g (sequences * samples, g_dim): one sample per sequence here
+            return render(g.roll(1, 0) if rolled else g, *args, **kwargs)
+        with mock.patch.object(model, "render", swapped):
+            pred = predict_batch(model, batch, n_past=n_past, n_future=n_future, n_samples=1, seed=0)
+        mse = ((pred.samples[:, 0] - pred.x[:, n_past:]) ** 2).mean((2, 3, 4))
+        psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean().item()
+        print(f"g_t {'of another sequence' if rolled else 'as computed'}: PSNR {psnr:.2f} dB (one sample each)")
     with torch.no_grad():
         h, _ = model.encode(frames_to_float(batch["frames"]))
         (mu, logvar), _ = model.posterior(model._posterior_input(h))

@@ -1,4 +1,4 @@
-"""The model options that change how the latent reaches the frames: spatial_state, frame_keypoints,
+"""The model options that change how the latent reaches the frames: spatial_state, decoder_z, frame_keypoints,
 posterior_input, posterior_logvar_init, frame_feedback, and the KL balance of the loss."""
 
 import pytest
@@ -26,6 +26,22 @@ def test_spatial_state_draws_what_the_predictor_says():
         ModelConfig(spatial_state=2, spatial_cond=True)
     with pytest.raises(ValueError, match="keypoints"):
         ModelConfig(keypoints=2)
+
+
+def test_decoder_z_reaches_the_drawn_state_without_the_predictor():
+    """With the predictor's z inputs cut, the samples differ only where z reaches the state head directly."""
+    x = _frames()
+    for decoder_z in (False, True):
+        model = tiny_model(condition="none", output="compose", spatial_state=3, keypoints=2,
+                           decoder_z=decoder_z).eval()
+        h_dim, z_dim = model.cfg.g_dim, model.cfg.z_dim
+        with torch.no_grad():
+            model.predictor.embed.weight[:, h_dim:h_dim + z_dim] = 0
+        a, b = (model.predict(x[:, :2], None, 2, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+        assert torch.equal(a, b) != decoder_z
+    assert model.state_head.in_features == h_dim + z_dim
+    with pytest.raises(ValueError, match="decoder_z.*spatial_state"):
+        ModelConfig(decoder_z=True)
 
 
 def test_spatial_softmax_points_find_a_peak():

@@ -172,6 +172,8 @@ class ModelConfig:
     spatial_state: int = 0      # D > 0: the decoder sees D numbers per frame made from the predictor's output g_t
                                 # (and D for the skip frame) as it sees a spatial condition: see CVAE.render
     motion_kernels: int = 0     # with compose: K kernels that move the previous frame's pixels (CDNA), see render
+    decoder_z: bool = False     # with spatial_state: the drawn numbers are made from (g_t, z_t), so z reaches the
+                                # decoder's maps directly and not only through the predictor
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -204,6 +206,8 @@ class ModelConfig:
         if self.spatial_state < 0 or self.spatial_state and self.spatial_cond:
             raise ValueError(f"spatial_state must be >= 0 and cannot be combined with spatial_cond, got "
                              f"spatial_state={self.spatial_state}, spatial_cond={self.spatial_cond}")
+        if self.decoder_z and not self.spatial_state:
+            raise ValueError("decoder_z draws z through the spatial state: it needs spatial_state > 0")
         if self.keypoints < 0 or self.keypoints and not (self.spatial_cond or self.spatial_state):
             raise ValueError(f"keypoints must be >= 0 and need spatial_cond or spatial_state, got "
                              f"keypoints={self.keypoints}, spatial_state={self.spatial_state}, "
@@ -229,7 +233,8 @@ class CVAE(nn.Module):
         self.encoder, self.decoder = build_backbone(cfg.backbone, cfg.g_dim, cfg.channels, cfg.width, out_channels,
                                                     2 * self.drawn_dim, 2 * cfg.keypoints)
         self.keypoints = ConditionKeypoints(self.drawn_dim, cfg.keypoints) if cfg.keypoints else None
-        self.state_head = nn.Linear(cfg.g_dim, 2 * cfg.spatial_state) if cfg.spatial_state else None
+        self.state_head = (nn.Linear(cfg.g_dim + cfg.z_dim * cfg.decoder_z, 2 * cfg.spatial_state)
+                           if cfg.spatial_state else None)
         self.motion = MotionKernels(cfg.g_dim, K) if K else None
         h_dim = cfg.g_dim + 2 * cfg.frame_keypoints
         self.predictor = PredictorLSTM(h_dim + cfg.z_dim + cfg.cond_in, cfg.g_dim, cfg.rnn_size,
@@ -287,7 +292,7 @@ class CVAE(nn.Module):
         return self.decoder.skip_terms(skips)
 
     def render(self, g: torch.Tensor, skip_in: list[torch.Tensor], c: torch.Tensor | None = None,
-               prev: torch.Tensor | None = None) -> torch.Tensor:
+               prev: torch.Tensor | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
         """g (N, g_dim) and the ``skip_inputs`` of M frames, M dividing N -> frames (N, C, H, W) in [0, 1]. Their
         row i serves rows i * N/M .. (i + 1) * N/M - 1 of g (the samples of one sequence, say).
 
@@ -308,7 +313,7 @@ class CVAE(nn.Module):
         2016). What moves a little from one frame to the next, a pushed object, is moved rather than drawn.
         """
         if self.state_head is not None:   # what the predictor says about the drawn frame and the skip frame
-            c = torch.tanh(self.state_head(g))
+            c = torch.tanh(self.state_head(torch.cat([g, z.to(g.dtype)], -1) if self.cfg.decoder_z else g))
         maps = None
         if self.keypoints is not None:   # blobs at the points of the drawn frame's and the skip frame's condition
             c_now, c_src = c.chunk(2, -1)
@@ -385,7 +390,8 @@ class CVAE(nn.Module):
             skip_in_seq = [_frames(c, pos).flatten(0, 1) for c in skip_in]
         c_seq = torch.cat([cond[:, 1:n_seq + 1], _frames(cond, idx)], -1).flatten(0, 1)   # (B * n_seq, 2 cond)
         prev_seq = x[:, :n_seq].flatten(0, 1) if self.motion is not None else None   # frame t - 1 of step t
-        x_hat = [self.render(g.flatten(0, 1), skip_in_seq, c_seq, prev_seq).unflatten(0, (B, n_seq))]
+        x_hat = [self.render(g.flatten(0, 1), skip_in_seq, c_seq, prev_seq, z[:, :n_seq].flatten(0, 1))
+                 .unflatten(0, (B, n_seq))]
         mu_ps, logvar_ps = [mu_p], [logvar_p]
 
         # Remaining steps feed back the model's own prediction (per sample where teacher forcing is off).
@@ -404,7 +410,7 @@ class CVAE(nn.Module):
             g_t, p_state = self.predictor(torch.cat([h_prev, z[:, t - 1], cond[:, t]], -1), p_state)
             c_t = torch.cat([cond[:, t], cond[:, self._skip_index(t, n_past)]], -1)
             prev_t = torch.where(keep[:, :, None, None], x[:, t - 1], prev) if self.motion is not None else None
-            prev = self.render(g_t, skip_in_t, c_t, prev_t)
+            prev = self.render(g_t, skip_in_t, c_t, prev_t, z[:, t - 1])
             x_hat.append(prev[:, None])
             mu_ps.append(mu_p[:, None])
             logvar_ps.append(logvar_p[:, None])
@@ -469,9 +475,10 @@ class CVAE(nn.Module):
         out = []
         for t in range(n_past, T):
             (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
-            g_t, p_state = self.predictor(torch.cat([h_prev, draw(mu_p, logvar_p), cond[:, t]], -1), p_state)
+            z_t = draw(mu_p, logvar_p)
+            g_t, p_state = self.predictor(torch.cat([h_prev, z_t, cond[:, t]], -1), p_state)
             src = t - 1 if self.cfg.last_frame_skip else n_past - 1
-            x_t = self.render(g_t, skip_in, torch.cat([cond[:, t], cond[:, src]], -1), prev)
+            x_t = self.render(g_t, skip_in, torch.cat([cond[:, t], cond[:, src]], -1), prev, z_t)
             out.append(x_t)
             prev = x_t if prev is not None else None
             if t < T - 1 and not self.cfg.frame_feedback:
