@@ -88,6 +88,10 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
 # bf16 is chosen on the CPU only when the probe finds it this much faster than fp32: fp32's numerics are the safer
 # default, and a smaller gain is within the noise of a short measurement on a shared machine
 BF16_MARGIN = 0.95
+# a training run's start-up probe takes at most this share of the run's expected time, and a run too short for
+# one round of it within that share (fewer than MIN_PROBED_STEPS steps) trains in fp32 without probing
+PROBE_SHARE = 0.02
+MIN_PROBED_STEPS = 250
 
 
 @dataclass
@@ -116,28 +120,42 @@ def cpu_name() -> str:
 
 
 def time_precisions(probe: Callable[[str], object], precisions=("fp32", "bf16"), budget_s: float = 0.5,
-                    rounds: int = 3) -> dict[str, float]:
+                    rounds: int = 3, steps: int | None = None) -> dict[str, float]:
     """The best time of ``probe(precision)`` per precision: one untimed call each, then up to ``rounds`` rounds that
-    alternate the precisions (so a machine that slows down mid-way slows both), fewer once ``budget_s`` is spent."""
+    alternate the precisions (so a machine that slows down mid-way slows both), fewer once ``budget_s`` is spent.
+
+    ``steps``: the probe is one step of a run of that many; the budget is then ``PROBE_SHARE`` of the run's
+    expected time (``steps`` times the fastest step of the first round), the untimed calls included, and a round
+    is started only when it fits (the first always runs)."""
+    start = time.perf_counter()
     for p in precisions:
         probe(p)
     best = {p: math.inf for p in precisions}
-    start = time.perf_counter()
-    for _ in range(rounds):
+    rounds_start = time.perf_counter()
+    for r in range(rounds):
+        t_round = time.perf_counter()
         for p in precisions:
             t0 = time.perf_counter()
             probe(p)
             best[p] = min(best[p], time.perf_counter() - t0)
-        if time.perf_counter() - start > budget_s:
+        now = time.perf_counter()
+        if steps is None:
+            if now - rounds_start > budget_s:
+                break
+        elif now - start + (now - t_round) > PROBE_SHARE * steps * min(best.values()):
             break
     return best
 
 
-def choose_precision(requested: str, device: torch.device, probe: Callable[[str], object] | None = None
-                     ) -> PrecisionChoice:
+def choose_precision(requested: str, device: torch.device, probe: Callable[[str], object] | None = None,
+                     *, steps: int | None = None) -> PrecisionChoice:
     """The precision to run in. An explicit ``fp32``/``bf16``/``fp16`` is kept. ``auto``: on CUDA, bf16 where the
-    device supports it, else fp16 (with the gradient scaler); on the CPU, bf16 only if ``probe`` (one short call of
-    the model's own work at a precision) runs at most ``BF16_MARGIN`` of its fp32 time, else fp32.
+    device supports it, else fp16 (with the gradient scaler); on the CPU, bf16 only if ``probe`` (one call of the
+    model's own work at a precision) runs at most ``BF16_MARGIN`` of its fp32 time, else fp32.
+
+    ``steps``: ``probe`` is one step of a run of that many; the probe then takes at most ``PROBE_SHARE`` of the
+    run's expected time (see :func:`time_precisions`), and a run of fewer than ``MIN_PROBED_STEPS`` steps is not
+    probed (fp32). Without ``steps`` the probe's timed rounds take about half a second at most.
 
     Whether bf16 pays on a CPU depends on the processor: with AMX or fast avx512_bf16 kernels it can be twice as
     fast as fp32, without them slower; so it is measured, not assumed.
@@ -153,12 +171,21 @@ def choose_precision(requested: str, device: torch.device, probe: Callable[[str]
                                                f"gradient scaler")
     if probe is None:
         return PrecisionChoice("fp32", "auto", "nothing to measure")
+    if steps is not None and steps < MIN_PROBED_STEPS:
+        return PrecisionChoice("fp32", "auto", f"a run of {steps} steps is too short for a start-up probe to pay "
+                                               f"(it needs {MIN_PROBED_STEPS})")
+    t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):   # the probe's random draws must not move the run's RNG
-        times = time_precisions(probe)
+        times = time_precisions(probe, steps=steps)
+    spent = time.perf_counter() - t0
     ratio = times["bf16"] / times["fp32"]
     chosen = "bf16" if ratio <= BF16_MARGIN else "fp32"
+    cost = f"{spent:.1f} s"
+    if steps is not None:
+        expected = steps * times[chosen]
+        cost += f", {100 * spent / expected:.1f}% of the run's expected {expected:.0f} s"
     return PrecisionChoice(chosen, "auto", f"{cpu_name()}: bf16 took {ratio:.2f}x the time of fp32 in a start-up "
-                                           f"probe", times)
+                                           f"probe of {cost}", times)
 
 
 def seed_everything(seed: int) -> None:

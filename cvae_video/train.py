@@ -395,21 +395,23 @@ def start_run(cfg: TrainConfig, checkpoint: Path | None, overwrite: bool) -> Run
 
 
 def training_probe(model: CVAE, cfg: TrainConfig) -> Callable[[str], object]:
-    """One forward and backward pass of a copy of ``model`` on one random sequence of ``n_past + 1`` frames, at a
-    given precision: what ``choose_precision`` times to decide ``auto`` on the CPU. The copy is made on first use."""
+    """One forward and backward pass of a copy of ``model`` on a batch like the run's (``batch_size`` random
+    sequences of ``n_past + n_future`` frames, teacher-forced as the run's first step would be), at a given
+    precision: what ``choose_precision`` times to decide ``auto`` on the CPU. The copy is made on first use."""
     copy_of: list[CVAE] = []
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(0)
-    T = cfg.n_past + 1
-    x = torch.rand(1, T, model.cfg.channels, 64, 64, generator=g).to(device)
-    cond = torch.randn(1, T, model.cfg.cond_dim, generator=g).to(device)
+    T = cfg.n_past + cfg.n_future
+    x = torch.rand(cfg.batch_size, T, model.cfg.channels, 64, 64, generator=g).to(device)
+    cond = torch.randn(cfg.batch_size, T, model.cfg.cond_dim, generator=g).to(device)
+    teacher_forcing = cfg.tfr >= 1.0
 
     def run(precision: str):
         if not copy_of:
             copy_of.append(copy.deepcopy(model).train())
         probe = copy_of[0]
         with autocast(device, precision):
-            out = probe(x, cond, cfg.n_past, True)
+            out = probe(x, cond, cfg.n_past, teacher_forcing)
         (out["recon"] + out["kl"]).backward()
         probe.zero_grad(set_to_none=True)
     return run
@@ -426,7 +428,8 @@ def _run_precision(cfg: TrainConfig, model: CVAE, world: distributed.World, ckpt
             return saved["resolved_precision"]
         note = (f"the run trained in {saved['resolved_precision']} on {saved.get('resolved_device', '?')} and now "
                 f"continues on {world.device.type}; ")
-    choice = choose_precision(cfg.precision, world.device, training_probe(model, cfg))
+    steps = cfg.niter * cfg.epoch_size - int((ckpt or {}).get("step", 0))   # what is left of the run
+    choice = choose_precision(cfg.precision, world.device, training_probe(model, cfg), steps=steps)
     choice = distributed.broadcast_object(choice, world)
     if cfg.precision == "auto" and world.is_main:
         print(f"cvae-train: {note}{choice.describe()}", file=sys.stderr)

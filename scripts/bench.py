@@ -179,13 +179,15 @@ def _timed(fn, device, warmup: int, repeats: int) -> list[float]:
 
 
 def _train_config(args) -> TrainConfig:
-    if args.config:   # the model of a training config (e.g. configs/demo.toml); the other settings from the flags
-        model = config_mod.from_dict(config_mod.load_toml(args.config), args.config).model
+    length = {}
+    if args.config:   # the model and run length of a training config (e.g. configs/demo.toml); the rest from flags
+        full = config_mod.from_dict(config_mod.load_toml(args.config), args.config)
+        model, length = full.model, {"niter": full.niter, "epoch_size": full.epoch_size}
     else:
         model = ModelConfig(backbone=args.backbone, width=args.width, g_dim=args.g_dim, z_dim=args.z_dim,
                             rnn_size=args.rnn_size, prior=args.prior)
     return TrainConfig(model=model, batch_size=args.batch_size, n_past=args.n_past, n_future=args.n_future, tfr=1.0,
-                       channels_last=args.channels_last, seed=0)
+                       channels_last=args.channels_last, seed=0, **length)
 
 
 def _build(args, device, channels_last: bool):
@@ -233,7 +235,7 @@ def measure_train(args, device, precision: str) -> dict:
         chose = {}
         if precision == "auto":
             t0 = time.perf_counter()
-            choice = choose_precision("auto", device, training_probe(model, cfg))
+            choice = choose_precision("auto", device, training_probe(model, cfg), steps=cfg.niter * cfg.epoch_size)
             chose = {"chose": choice.precision, "probe_s": time.perf_counter() - t0, "probe_times_s": choice.times}
             precision = choice.precision
         optimizer = build_optimizer(cfg, model.parameters())

@@ -1,6 +1,7 @@
 """--precision auto: explicit precisions kept, CUDA by capability, the CPU by a start-up probe; the choice is said,
 saved with the run and kept on resume."""
 
+import re
 import time
 
 import pytest
@@ -54,6 +55,38 @@ def test_the_probe_stays_within_its_budget():
     assert len(calls) == 4 and time.perf_counter() - t0 < 0.5
 
 
+def test_a_run_is_probed_within_its_share_of_the_expected_time():
+    probe, calls = sleeper({"bf16": 0.05, "fp32": 0.05})
+    # 250 steps of 0.05 s: 0.25 s for the probe, which two untimed calls and one round (0.2 s) fit, two rounds not
+    choice = runtime.choose_precision("auto", CPU, probe, steps=250)
+    assert len(calls) == 4
+    assert re.search(r"start-up probe of 0\.2 s, 1\.\d% of the run's expected 1\d s", choice.describe())
+    calls.clear()
+    runtime.choose_precision("auto", CPU, probe, steps=4000)   # 10 s of probe allowed: all three rounds
+    assert len(calls) == 8
+    calls.clear()
+    choice = runtime.choose_precision("auto", CPU, probe, steps=runtime.MIN_PROBED_STEPS - 1)
+    assert calls == [] and choice.precision == "fp32" and "too short for a start-up probe" in choice.describe()
+
+
+def test_the_training_probe_takes_the_runs_step(monkeypatch):
+    from helpers import tiny_model
+    model = tiny_model()
+    cfg = config_mod.TrainConfig(batch_size=3, n_past=2, n_future=4, tfr=1.0)
+    seen = []
+    forward = type(model).forward
+
+    def spy(self, x, cond, n_past, teacher_forcing=True):
+        seen.append((tuple(x.shape), n_past, teacher_forcing))
+        return forward(self, x, cond, n_past, teacher_forcing)
+    monkeypatch.setattr(type(model), "forward", spy)
+    before = [p.detach().clone() for p in model.parameters()]
+    train.training_probe(model, cfg)("fp32")
+    assert seen == [((3, 6, 3, 64, 64), 2, True)]
+    assert all(p.grad is None for p in model.parameters())                  # a copy trained, not the model
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
 def test_cuda_takes_bf16_where_supported_else_fp16(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Some GPU")
     cuda = torch.device("cuda")
@@ -74,11 +107,11 @@ def _argv(root, log_dir, *extra):
 def test_an_auto_run_says_saves_and_keeps_its_choice(synth_root, tmp_path, capsys, monkeypatch):
     log_dir = tmp_path / "run"
     assert train.main(_argv(synth_root, log_dir, "--niter", "1")) == 0
-    said = capsys.readouterr().err
-    assert "cvae-train: precision auto: " in said and "start-up probe" in said
+    said = capsys.readouterr().err   # one step: too short for the probe to pay, so fp32
+    assert "cvae-train: precision auto: fp32 (a run of 1 steps is too short for a start-up probe" in said
     ckpt = load_checkpoint(log_dir / "last.pt")
     chosen = ckpt["train_config"]["resolved_precision"]
-    assert chosen in ("fp32", "bf16") and ckpt["train_config"]["resolved_device"] == "cpu"
+    assert chosen == "fp32" and ckpt["train_config"]["resolved_device"] == "cpu"
     text = (log_dir / "config.toml").read_text()
     assert f"# precision auto: {chosen}" in text
     assert config_mod.load_toml(log_dir / "config.toml")["precision"] == "auto"
