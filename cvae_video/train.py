@@ -112,7 +112,7 @@ def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, *, beta: float
         out = model(x, cond, cfg.n_past, teacher_forcing)
     # recon and kl: sums over steps (see CVAE.forward); free bits: a step's KL below the floor costs nothing
     kl = kl_term(out, cfg)
-    loss = out["recon"] + beta * kl
+    loss = out["recon"] + beta * kl + out.get("points", 0.0)   # points: with motion_points, see CVAE.forward
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()   # before the check, so that under DDP every rank runs the same collectives
     n_steps = x.shape[1] - 1

@@ -121,3 +121,68 @@ def test_kl_balance_weights_the_prior_and_the_posterior_apart():
     (g,) = torch.autograd.grad(kl_term(out, TrainConfig(free_bits=floor)), model.prior.mu.weight,
                                allow_unused=True, retain_graph=True)
     assert g is None or g.abs().sum() == 0
+
+
+def _motion_points_model(**kw):
+    return tiny_model(condition="none", output="compose", motion_points=2, **kw)
+
+
+def test_motion_points_are_read_from_the_frame_and_its_change():
+    model = _motion_points_model()
+    assert model.posterior.embed.in_features == 16 + 4 and model.decoder.map_channels == 4
+    x = _frames(T=4)
+    finder = model.motion_points
+    a = finder(x[:, 1], x[:, 1])
+    assert torch.equal(a, finder(x[:, 1], None))                 # no change: as if it had no frame before it
+    assert not torch.allclose(a, finder(x[:, 1], x[:, 0]))       # the change moves them
+    h, _ = model.encode(x)
+    assert torch.allclose(model.points_of(h[:, 2]), finder(x[:, 2], x[:, 1]), atol=1e-6)
+    assert torch.allclose(model.points_of(h[:, 0]), finder(x[:, 0], None), atol=1e-6)
+    for bad in ({"spatial_state": 2}, {"keypoints": 2, "spatial_cond": True, "condition": "full"},
+                {"frame_feedback": False}):
+        with pytest.raises(ValueError, match="motion_points"):
+            ModelConfig(motion_points=2, output="compose", **({"condition": "none"} | bad))
+
+
+def test_motion_points_train_by_the_found_points_and_predict_by_their_own():
+    """Training draws the ground truth's points (the point head only meets the point loss); prediction draws the
+    points it predicts, which start as the previous frame's."""
+    model = _motion_points_model()
+    x = _frames(T=5)
+    torch.manual_seed(1)
+    before = model(x, None, 2)
+    h, _ = model.encode(x)
+    g, z = torch.randn(2, 16), torch.randn(2, model.cfg.z_dim)
+    assert torch.equal(model.step_points(h[:, 1], g, z), model.points_of(h[:, 1]).float())   # zero step at first
+    h_prev = h[:, 1].detach().requires_grad_()
+    model.step_points(h_prev, g, z).sum().backward()   # the point loss does not teach points that stand still
+    assert h_prev.grad is None or not h_prev.grad.any()
+    model.eval()
+    want = model.predict(x[:, :2], None, 2, z_mode="mean")
+    with torch.no_grad():
+        model.point_head.bias.fill_(0.3)
+    assert not torch.allclose(model.predict(x[:, :2], None, 2, z_mode="mean"), want)
+    model.train()
+    torch.manual_seed(1)
+    after = model(x, None, 2)
+    assert torch.equal(after["x_hat"], before["x_hat"])          # teacher-forced drawing: the found points
+    assert after["points"] > before["points"] + 0.3 ** 2 * 4 * 0.5   # each step's points are now 0.3 off
+    own = model(x, None, 2, teacher_forcing=False)["points"]
+    assert own.requires_grad and own > 0
+
+
+def test_the_training_loss_includes_the_point_loss():
+    from cvae_video.runtime import autocast, grad_scaler
+    from cvae_video.train import build_optimizer, train_step
+    cfg = TrainConfig(model=ModelConfig(condition="none", output="compose", motion_points=2))
+    model = _motion_points_model()
+    with torch.no_grad():
+        model.point_head.bias.fill_(0.5)   # a clear point error
+    batch = {"frames": (_frames(T=5) * 255).to(torch.uint8), "cond": torch.zeros(2, 5, 0)}
+    optimizer = build_optimizer(cfg, model.parameters())
+    optimizer.step = lambda *a, **k: None
+    torch.manual_seed(1)
+    logs = train_step(model, optimizer, grad_scaler(torch.device("cpu"), "fp32"), batch, cfg, beta=0.0, tfr=1.0,
+                      device=torch.device("cpu"), amp=autocast(torch.device("cpu"), "fp32"))
+    assert logs["loss"] > logs["mse"] * 4 + 0.2   # 4 steps, each with its points 0.5 off
+    assert model.point_head.weight.grad.abs().sum() > 0

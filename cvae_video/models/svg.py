@@ -146,6 +146,31 @@ class SpatialSoftmaxPoints(nn.Module):
         return torch.stack([x, y], -1).flatten(1)
 
 
+class MotionPoints(nn.Module):
+    """K image points per frame, found from the frame and its change since the frame before it: three small
+    convolutions at half resolution and a spatial soft-argmax (:class:`SpatialSoftmaxPoints`) whose maps start
+    peaked, so that the points follow what the convolutions find from the first steps. What moves (the arm, a
+    pushed object) stands out in the change, which a point then follows."""
+
+    WIDTH = 32
+
+    def __init__(self, channels: int, n: int):
+        super().__init__()
+        w = self.WIDTH
+        self.trunk = nn.Sequential(nn.Conv2d(2 * channels, w, 4, 2, 1), nn.ReLU(inplace=True),
+                                   nn.Conv2d(w, w, 3, 1, 1), nn.ReLU(inplace=True),
+                                   nn.Conv2d(w, w, 3, 1, 1), nn.ReLU(inplace=True))
+        self.points = SpatialSoftmaxPoints(w, n)
+        with torch.no_grad():
+            self.points.conv.weight.mul_(10.0)
+
+    def forward(self, x: torch.Tensor, before: torch.Tensor | None) -> torch.Tensor:
+        """x (N, C, H, W) and the frames before them (None: no change, a sequence's first frame) -> (N, 2K)."""
+        change = torch.zeros_like(x) if before is None else x - before
+        return self.points(self.trunk(torch.cat([x, change], 1)))
+
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "vgg"
@@ -174,6 +199,8 @@ class ModelConfig:
     motion_kernels: int = 0     # with compose: K kernels that move the previous frame's pixels (CDNA), see render
     decoder_z: bool = False     # with spatial_state: the drawn numbers are made from (g_t, z_t), so z reaches the
                                 # decoder's maps directly and not only through the predictor
+    motion_points: int = 0      # K > 0: K image points per frame found from the frame and its change (MotionPoints)
+                                # are in h and are what the decoder draws; the model predicts them: see CVAE
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -206,6 +233,11 @@ class ModelConfig:
         if self.spatial_state < 0 or self.spatial_state and self.spatial_cond:
             raise ValueError(f"spatial_state must be >= 0 and cannot be combined with spatial_cond, got "
                              f"spatial_state={self.spatial_state}, spatial_cond={self.spatial_cond}")
+        if self.motion_points < 0 or self.motion_points and (self.spatial_cond or self.spatial_state
+                                                             or self.keypoints or not self.frame_feedback):
+            raise ValueError(f"motion_points must be >= 0; it draws its own points, so it cannot be combined with "
+                             f"spatial_cond, spatial_state or keypoints, and it reads the predicted frames back, so "
+                             f"it needs frame_feedback; got motion_points={self.motion_points}")
         if self.decoder_z and not self.spatial_state:
             raise ValueError("decoder_z draws z through the spatial state: it needs spatial_state > 0")
         if self.keypoints < 0 or self.keypoints and not (self.spatial_cond or self.spatial_state):
@@ -230,13 +262,22 @@ class CVAE(nn.Module):
         K = cfg.motion_kernels
         out_channels = cfg.channels + (2 + K if K else 1) if self.compose else cfg.channels
         self.columns = condition_columns(cfg.condition, cfg.cond_dim)
+        blobs = cfg.keypoints or cfg.motion_points
         self.encoder, self.decoder = build_backbone(cfg.backbone, cfg.g_dim, cfg.channels, cfg.width, out_channels,
-                                                    2 * self.drawn_dim, 2 * cfg.keypoints)
-        self.keypoints = ConditionKeypoints(self.drawn_dim, cfg.keypoints) if cfg.keypoints else None
+                                                    2 * self.drawn_dim, 2 * blobs)
+        self.keypoints = ConditionKeypoints(self.drawn_dim, blobs) if blobs else None
+        self.motion_points = MotionPoints(cfg.channels, cfg.motion_points) if cfg.motion_points else None
+        if cfg.motion_points:   # blobs exactly at the points to start with; a residual step of the points from (g, z)
+            with torch.no_grad():
+                self.keypoints.proj.weight.copy_(torch.eye(2 * cfg.motion_points))
+                self.keypoints.proj.bias.zero_()
+            self.point_head = nn.Linear(cfg.g_dim + cfg.z_dim, 2 * cfg.motion_points)
+            nn.init.zeros_(self.point_head.weight)
+            nn.init.zeros_(self.point_head.bias)
         self.state_head = (nn.Linear(cfg.g_dim + cfg.z_dim * cfg.decoder_z, 2 * cfg.spatial_state)
                            if cfg.spatial_state else None)
         self.motion = MotionKernels(cfg.g_dim, K) if K else None
-        h_dim = cfg.g_dim + 2 * cfg.frame_keypoints
+        h_dim = cfg.g_dim + 2 * cfg.frame_keypoints + 2 * cfg.motion_points
         self.predictor = PredictorLSTM(h_dim + cfg.z_dim + cfg.cond_in, cfg.g_dim, cfg.rnn_size,
                                        cfg.predictor_rnn_layers)
         self.frame_points = (SpatialSoftmaxPoints(self.encoder.point_channels, cfg.frame_keypoints)
@@ -267,20 +308,39 @@ class CVAE(nn.Module):
         """Numbers per frame that the decoder draws spatially (for the drawn frame and again for the skip frame)."""
         if self.cfg.spatial_state:
             return self.cfg.spatial_state
+        if self.cfg.motion_points:
+            return 2 * self.cfg.motion_points
         return self.cfg.cond_in if self.cfg.spatial_cond else 0
 
     # ---- frame-level helpers: time folded into the batch -------------------------------------------------
-    def encode_frames(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """x (N, C, H, W) -> h (N, g_dim) and the skip features; with ``compose`` the frame itself is the last."""
+    def encode_frames(self, x: torch.Tensor, before: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x (N, C, H, W) -> h (N, g_dim) and the skip features; with ``compose`` the frame itself is the last.
+        ``before``: the frames before x, whose change ``motion_points`` reads (None: no change)."""
         h, skips = self.encoder(x)
         if self.frame_points is not None:
             h = torch.cat([h, self.frame_points(skips[self.encoder.point_skip]).to(h.dtype)], -1)
+        if self.motion_points is not None:
+            h = torch.cat([h, self.motion_points(x, before).to(h.dtype)], -1)
         return h, (skips + [x] if self.compose else skips)
 
+    def points_of(self, h: torch.Tensor) -> torch.Tensor:
+        """The ``motion_points`` part of h (..., h_dim): (..., 2K)."""
+        return h[..., -2 * self.cfg.motion_points:]
+
+    def step_points(self, h_prev: torch.Tensor, g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The points the model predicts for a frame: those of the frame before it (in h_prev) moved by a step made
+        from (g_t, z_t). The point loss does not reach the point finder through the frame before's points (it
+        would teach it points that do not move, which are the easiest to predict): the finder learns what to
+        follow from the frames it helps draw."""
+        return self.points_of(h_prev).detach().float() + self.point_head(torch.cat([g, z.to(g.dtype)], -1)).float()
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """x (B, L, C, H, W) -> h (B, L, g_dim) and skips [(B, L, c_i, h_i, w_i)] in one encoder call."""
+        """x (B, L, C, H, W) -> h (B, L, g_dim) and skips [(B, L, c_i, h_i, w_i)] in one encoder call; each frame's
+        change for ``motion_points`` is from the frame before it (none for the first)."""
         B, L = x.shape[:2]
-        h, skips = self.encode_frames(x.flatten(0, 1))
+        before = torch.cat([x[:, :1], x[:, :-1]], 1).flatten(0, 1) if self.motion_points is not None else None
+        h, skips = self.encode_frames(x.flatten(0, 1), before)
         return h.unflatten(0, (B, L)), [s.unflatten(0, (B, L)) for s in skips]
 
     def skip_inputs(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -388,7 +448,14 @@ class CVAE(nn.Module):
         else:
             pos = [sources.index(i) for i in idx]
             skip_in_seq = [_frames(c, pos).flatten(0, 1) for c in skip_in]
-        c_seq = torch.cat([cond[:, 1:n_seq + 1], _frames(cond, idx)], -1).flatten(0, 1)   # (B * n_seq, 2 cond)
+        # what the decoder draws: the condition, or with motion_points the ground truth's points (an autoencoding
+        # path that teaches the point finder and the decoder; the predicted points learn from the point loss)
+        drawn = self.points_of(h) if self.motion_points is not None else cond
+        c_seq = torch.cat([drawn[:, 1:n_seq + 1], _frames(drawn, idx)], -1).flatten(0, 1)   # (B * n_seq, 2 cond)
+        point_err = []
+        if self.motion_points is not None:
+            q = self.step_points(h_in, g, z[:, :n_seq])
+            point_err.append(((q - self.points_of(h[:, 1:n_seq + 1]).detach().float()) ** 2).mean((0, 2)))
         prev_seq = x[:, :n_seq].flatten(0, 1) if self.motion is not None else None   # frame t - 1 of step t
         x_hat = [self.render(g.flatten(0, 1), skip_in_seq, c_seq, prev_seq, z[:, :n_seq].flatten(0, 1))
                  .unflatten(0, (B, n_seq))]
@@ -398,8 +465,9 @@ class CVAE(nn.Module):
         prev = x_hat[0][:, -1]
         keep = tf[:, None]
         skip_in_fixed = [_frames(c, sources.index(n_past - 1)) for c in skip_in]
+        before = x[:, n_seq - 1]   # the frame before prev, whose change motion_points reads
         for t in range(n_seq + 1, T):
-            h_pred, skip_pred = self.encode_frames(prev)
+            h_pred, skip_pred = self.encode_frames(prev, before)
             h_prev = torch.where(keep, h[:, t - 1], h_pred)
             if self.cfg.last_frame_skip:
                 skip_in_t = self.skip_inputs([torch.where(keep[:, :, None, None], s[:, t - 1], sp)
@@ -408,8 +476,12 @@ class CVAE(nn.Module):
                 skip_in_t = skip_in_fixed
             (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
             g_t, p_state = self.predictor(torch.cat([h_prev, z[:, t - 1], cond[:, t]], -1), p_state)
-            c_t = torch.cat([cond[:, t], cond[:, self._skip_index(t, n_past)]], -1)
+            c_t = torch.cat([drawn[:, t], drawn[:, self._skip_index(t, n_past)]], -1)
+            if self.motion_points is not None:
+                q = self.step_points(h_prev, g_t, z[:, t - 1])
+                point_err.append(((q - self.points_of(h[:, t]).detach().float()) ** 2).mean((0, 1))[None])
             prev_t = torch.where(keep[:, :, None, None], x[:, t - 1], prev) if self.motion is not None else None
+            before = prev
             prev = self.render(g_t, skip_in_t, c_t, prev_t, z[:, t - 1])
             x_hat.append(prev[:, None])
             mu_ps.append(mu_p[:, None])
@@ -423,6 +495,8 @@ class CVAE(nn.Module):
         kl_t = gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).mean(0)                                 # (T-1,)
         out = {"recon": recon_t.sum(), "kl": kl_t.sum(), "recon_per_step": recon_t, "kl_per_step": kl_t,
                "x_hat": x_hat}
+        if point_err:   # squared error of the predicted points against the found ones, summed over steps
+            out["points"] = torch.cat(point_err).sum()
         if self.prior is not None:   # for a loss that treats the prior's and the posterior's sides apart
             out["q"], out["p"] = (mu_q, logvar_q), (mu_p, logvar_p)
         return out
@@ -472,19 +546,26 @@ class CVAE(nn.Module):
                 _, prior_state = self.prior(h[:, :-1])
         h_prev = h[:, -1]
         prev = x_past[:, -1].repeat_interleave(S, 0) if self.motion is not None else None
+        last = x_past[:, -1].repeat_interleave(S, 0) if self.motion_points is not None else None
         out = []
         for t in range(n_past, T):
             (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
             z_t = draw(mu_p, logvar_p)
             g_t, p_state = self.predictor(torch.cat([h_prev, z_t, cond[:, t]], -1), p_state)
             src = t - 1 if self.cfg.last_frame_skip else n_past - 1
-            x_t = self.render(g_t, skip_in, torch.cat([cond[:, t], cond[:, src]], -1), prev, z_t)
+            if self.motion_points is not None:   # the points it predicts, and the skip frame's
+                h_src = h_prev if self.cfg.last_frame_skip else h[:, n_past - 1]
+                c_t = torch.cat([self.step_points(h_prev, g_t, z_t).to(h.dtype), self.points_of(h_src)], -1)
+            else:
+                c_t = torch.cat([cond[:, t], cond[:, src]], -1)
+            x_t = self.render(g_t, skip_in, c_t, prev, z_t)
             out.append(x_t)
             prev = x_t if prev is not None else None
             if t < T - 1 and not self.cfg.frame_feedback:
                 h_prev = torch.zeros_like(h_prev)
             elif t < T - 1:
-                h_prev, skip_t = self.encode_frames(x_t)
+                h_prev, skip_t = self.encode_frames(x_t, last)
+                last = x_t if last is not None else None
                 if self.cfg.last_frame_skip:
                     skip_in = self.skip_inputs(skip_t)
         return torch.stack(out, 1).unflatten(0, (B, S))
