@@ -170,7 +170,6 @@ class MotionPoints(nn.Module):
         return self.points(self.trunk(torch.cat([x, change], 1)))
 
 
-
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "vgg"
@@ -335,6 +334,13 @@ class CVAE(nn.Module):
         follow from the frames it helps draw."""
         return self.points_of(h_prev).detach().float() + self.point_head(torch.cat([g, z.to(g.dtype)], -1)).float()
 
+    def point_error(self, h_prev: torch.Tensor, g: torch.Tensor, z: torch.Tensor, h_next: torch.Tensor
+                    ) -> torch.Tensor:
+        """Squared error of the predicted points (:meth:`step_points`) against those found in the next frame (h_next),
+        mean over the batch (dim 0) and the points: one number per step, (steps,)."""
+        err = (self.step_points(h_prev, g, z) - self.points_of(h_next).detach().float()) ** 2
+        return err.mean(-1).mean(0).reshape(-1)
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """x (B, L, C, H, W) -> h (B, L, g_dim) and skips [(B, L, c_i, h_i, w_i)] in one encoder call; each frame's
         change for ``motion_points`` is from the frame before it (none for the first)."""
@@ -454,8 +460,7 @@ class CVAE(nn.Module):
         c_seq = torch.cat([drawn[:, 1:n_seq + 1], _frames(drawn, idx)], -1).flatten(0, 1)   # (B * n_seq, 2 cond)
         point_err = []
         if self.motion_points is not None:
-            q = self.step_points(h_in, g, z[:, :n_seq])
-            point_err.append(((q - self.points_of(h[:, 1:n_seq + 1]).detach().float()) ** 2).mean((0, 2)))
+            point_err.append(self.point_error(h_in, g, z[:, :n_seq], h[:, 1:n_seq + 1]))
         prev_seq = x[:, :n_seq].flatten(0, 1) if self.motion is not None else None   # frame t - 1 of step t
         x_hat = [self.render(g.flatten(0, 1), skip_in_seq, c_seq, prev_seq, z[:, :n_seq].flatten(0, 1))
                  .unflatten(0, (B, n_seq))]
@@ -478,8 +483,7 @@ class CVAE(nn.Module):
             g_t, p_state = self.predictor(torch.cat([h_prev, z[:, t - 1], cond[:, t]], -1), p_state)
             c_t = torch.cat([drawn[:, t], drawn[:, self._skip_index(t, n_past)]], -1)
             if self.motion_points is not None:
-                q = self.step_points(h_prev, g_t, z[:, t - 1])
-                point_err.append(((q - self.points_of(h[:, t]).detach().float()) ** 2).mean((0, 1))[None])
+                point_err.append(self.point_error(h_prev, g_t, z[:, t - 1], h[:, t]))
             prev_t = torch.where(keep[:, :, None, None], x[:, t - 1], prev) if self.motion is not None else None
             before = prev
             prev = self.render(g_t, skip_in_t, c_t, prev_t, z[:, t - 1])
@@ -552,11 +556,11 @@ class CVAE(nn.Module):
             (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
             z_t = draw(mu_p, logvar_p)
             g_t, p_state = self.predictor(torch.cat([h_prev, z_t, cond[:, t]], -1), p_state)
-            src = t - 1 if self.cfg.last_frame_skip else n_past - 1
             if self.motion_points is not None:   # the points it predicts, and the skip frame's
                 h_src = h_prev if self.cfg.last_frame_skip else h[:, n_past - 1]
                 c_t = torch.cat([self.step_points(h_prev, g_t, z_t).to(h.dtype), self.points_of(h_src)], -1)
             else:
+                src = t - 1 if self.cfg.last_frame_skip else n_past - 1
                 c_t = torch.cat([cond[:, t], cond[:, src]], -1)
             x_t = self.render(g_t, skip_in, c_t, prev, z_t)
             out.append(x_t)
