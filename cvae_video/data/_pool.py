@@ -14,20 +14,29 @@ def _star(packed):
     return func(*task)
 
 
+def process_pool(workers: int):
+    """A ``multiprocessing`` pool of ``workers`` processes that do not inherit the caller's threads.
+
+    The workers start from a fork server (a fresh interpreter) where the platform has one, else by spawning.
+    Forking the caller directly would copy it mid-flight: a lock held at that instant by one of its threads
+    (torch's compile workers, a TensorBoard writer, a progress bar's monitor) stays held in the child for ever,
+    and the pool waits on a worker that never finishes. As with any such pool, a script that calls this code at
+    its top level needs an ``if __name__ == "__main__":`` guard.
+    """
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method).Pool(workers)
+
+
 def run_with_progress(func: Callable[..., int], tasks: Sequence[tuple], workers: int, bar) -> None:
     """Call ``func(*task)`` for every task and advance ``bar`` by each returned count.
 
-    With ``workers > 1`` the tasks run in a process pool. It forks where the platform can: no
-    ``if __name__ == "__main__"`` guard is needed in the caller's script, and the workers only run NumPy and PIL,
-    so a parent's threads (torch, BLAS) do not matter to them. ``func`` must be a module-level function.
+    With ``workers > 1`` the tasks run in a :func:`process_pool`; ``func`` must be a module-level function.
     """
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             bar.update(func(*task))
         return
-    methods = multiprocessing.get_all_start_methods()
-    mp_context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with mp_context.Pool(min(workers, len(tasks))) as pool:
+    with process_pool(min(workers, len(tasks))) as pool:
         for n in pool.imap_unordered(_star, [(func, task) for task in tasks]):
             bar.update(n)
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import re
 import shutil
@@ -47,6 +46,7 @@ from tqdm import tqdm
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_write_json
 from . import tfrecord
+from ._pool import process_pool
 from .layout import ACTION_DIM, IMAGE_SIZE, POSITION_DIM, natural_key, write_trajectory
 
 IMAGE_KEY = "{}/image_aux1/encoded"
@@ -246,8 +246,7 @@ def convert(tfrecords_dir: str | os.PathLike, out_root: str | os.PathLike, valid
     _check_manifest(out_root, Path(tfrecords_dir), validate_count)
     tasks = [(job, str(out_root), skip_corrupt, check_crc) for job in jobs]
     total = sum(len(job.records) for job in jobs)
-    # the pool is started before the progress bar, whose monitor thread should not be forked
-    pool = multiprocessing.Pool(workers) if workers > 1 else None
+    pool = process_pool(workers) if workers > 1 else None
     try:
         parts = pool.imap_unordered(_convert_job, tasks) if pool else map(_convert_job, tasks)
         with tqdm(total=total, unit="rec", desc="convert", disable=not progress, dynamic_ncols=True) as bar:
