@@ -28,7 +28,7 @@ else:  # pragma: no cover
 
 from .errors import ConfigError
 from .models.backbones import BACKBONES
-from .models.svg import CONDITIONS, OUTPUTS, PRIORS, ModelConfig
+from .models.svg import CONDITIONS, LATENTS, OUTPUTS, PRIORS, ModelConfig
 from .runtime import PRECISIONS
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
@@ -158,11 +158,13 @@ _TYPES = ({f.name: typing.get_type_hints(TrainConfig)[f.name] for f in fields(Tr
           | {f.name: typing.get_type_hints(ModelConfig)[f.name] for f in fields(ModelConfig) if f.name in MODEL_KEYS})
 KEYS = tuple(_TYPES)   # every key, flat
 # keys whose value is one of a few names: their flags list the names, and refuse others
-CHOICES = {"condition": CONDITIONS, "backbone": BACKBONES, "prior": PRIORS, "output": OUTPUTS,
+CHOICES = {"condition": CONDITIONS, "latent": LATENTS, "backbone": BACKBONES, "prior": PRIORS, "output": OUTPUTS,
            "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "train_window": TRAIN_WINDOWS,
            "precision": PRECISIONS, "compile_mode": COMPILE_MODES, "on_bad_sample": BAD_SAMPLE_POLICIES}
 HELP = {"condition": "what the model is given of each frame's condition: full (actions and positions), actions, "
-                     "positions, or none (action-free: no condition, and the data set needs no CSVs)"}
+                     "positions, or none (action-free: no condition, and the data set needs no CSVs)",
+        "latent": "step: a latent z_t per step (SVG); sequence: one z for the whole sequence, so a sample from "
+                  "the prior is one whole future"}
 
 
 def _check_type(key: str, value, source: str):

@@ -98,7 +98,7 @@ def score_split(model, loader, device: torch.device, *, n_past: int, n_future: i
             pred = model.predict(x[:, :n_past], cond, n_future, n_samples=n_samples, z_mode=z_mode,
                                  generator=gen)   # (B, S, F, C, H, W)
             if with_kl:   # depends on the frames alone: a pass that changes only z or the conditions skips it
-                kl, mu_q = model.latent_stats(x[:, :n_past + n_future])         # (B, T-1), (B, T-1, z)
+                kl, mu_q = model.latent_stats(x[:, :n_past + n_future], n_past)         # (B, T-1), (B, T-1, z)
                 mu_q = mu_q.double()
                 out["kl"].append(kl.mean(1).cpu())                               # (B,)
                 out["latent_sum"].append(mu_q.sum(1).cpu())                      # (B, z)

@@ -83,9 +83,11 @@ def kl_term(out: dict, cfg: TrainConfig) -> torch.Tensor:
     floor = cfg.free_bits
     if cfg.kl_balance and "p" in out:   # a learned prior: the model returns both sides' statistics
         (mu_q, logvar_q), (mu_p, logvar_p) = out["q"], out["p"]
-        post = gaussian_kl(mu_q, logvar_q, mu_p.detach(), logvar_p.detach()).mean(0)
+        steps = out["kl_per_step"].shape[0]   # a latent per sequence has its KL shared out over the steps
+        share = lambda kl: kl if kl.shape[0] == steps else (kl / steps).expand(steps)
+        post = share(gaussian_kl(mu_q, logvar_q, mu_p.detach(), logvar_p.detach()).mean(0))
         post = post.clamp(min=floor) if floor > 0 else post
-        prior = gaussian_kl(mu_q.detach(), logvar_q.detach(), mu_p, logvar_p).mean(0)
+        prior = share(gaussian_kl(mu_q.detach(), logvar_q.detach(), mu_p, logvar_p).mean(0))
         a = cfg.kl_balance
         return a * prior.sum() + (1 - a) * post.sum()
     return out["kl_per_step"].clamp(min=floor).sum() if floor > 0 else out["kl"]

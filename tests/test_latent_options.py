@@ -186,3 +186,32 @@ def test_the_training_loss_includes_the_point_loss():
                       device=torch.device("cpu"), amp=autocast(torch.device("cpu"), "fp32"))
     assert logs["loss"] > logs["mse"] * 4 + 0.2   # 4 steps, each with its points 0.5 off
     assert model.point_head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("prior", ["fixed", "learned"])
+def test_a_sequence_latent_is_one_draw_for_every_step(prior):
+    model = tiny_model(condition="none", latent="sequence", prior=prior, motion_points=2, output="compose")
+    x = _frames(T=6)
+    out = model(x, None, n_past=2)
+    kl_t = out["kl_per_step"]
+    assert kl_t.shape == (5,) and torch.allclose(kl_t, kl_t[:1].expand(5))   # the sequence's KL, shared out
+    assert torch.allclose(out["kl"], kl_t.sum())
+    if prior == "learned":   # the balanced loss shares out the same KL
+        cfg = TrainConfig(free_bits=0.0, kl_balance=0.5)
+        assert torch.allclose(kl_term(out, cfg), out["kl"])
+    model.eval()
+    kl, mu = model.latent_stats(x, n_past=2)
+    assert kl.shape == (2, 5) and mu.shape == (2, 5, model.cfg.z_dim)
+    assert torch.allclose(mu, mu[:, :1].expand_as(mu))
+    # every step of a sample sees the same z: record what the predictor receives
+    seen = []
+    hook = model.predictor.register_forward_hook(lambda m, args, _: seen.append(args[0]))
+    model.predict(x[:, :2], None, 3, n_samples=2, generator=torch.Generator().manual_seed(0))
+    hook.remove()
+    h_dim = model.cfg.g_dim + 2 * model.cfg.motion_points
+    zs = torch.cat([s.reshape(4, -1, s.shape[-1])[..., h_dim:h_dim + model.cfg.z_dim] for s in seen], 1)
+    assert zs.shape[1] == 4                              # one warm-up step and three predicted steps
+    assert torch.allclose(zs, zs[:, :1].expand_as(zs))   # the same z at every step ...
+    assert not torch.allclose(zs[0], zs[1])              # ... and another for the other sample
+    with pytest.raises(ValueError, match="latent"):
+        ModelConfig(latent="frame")

@@ -15,6 +15,12 @@ Input frames are ground truth whenever they are past frames (t - 1 < n_past), in
 For later steps, training with teacher forcing feeds the ground-truth x_{t-1}; without it, the model's own
 x_hat_{t-1} (re-encoded), exactly as at prediction time. Skip features come from frame min(t - 1, n_past - 1)
 (the newest ground-truth input), or, with ``last_frame_skip``, from the input frame of every step.
+
+With ``latent="sequence"`` one z serves every step of a sequence (a time-invariant latent, as in SV2P, Babaeizadeh
+et al. 2018): q(z | x_1..T-1) is the posterior LSTM's output after the last frame, p(z | x_0..n_past-1) is
+N(0, I) or the learned LSTM's output after the last given frame, and z_t = z for every t. A prior sample is then
+one whole future (the arm heads for one place and then another) rather than a new draw at every step. Its KL is
+shared out evenly over the steps, so the per-step KL and free bits mean what they mean for a latent per step.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ OUTPUTS = ("direct", "compose")
 # which part of the condition c_t = (action_t, position_t) the model receives; "none" is action-free
 CONDITIONS = ("full", "actions", "positions", "none")
 POSTERIOR_INPUTS = ("frame", "change")
+LATENTS = ("step", "sequence")
 ACTION_DIM = 4   # the first ACTION_DIM numbers of c_t are the action, the rest the position
 
 
@@ -200,6 +207,7 @@ class ModelConfig:
                                 # decoder's maps directly and not only through the predictor
     motion_points: int = 0      # K > 0: K image points per frame found from the frame and its change (MotionPoints)
                                 # are in h and are what the decoder draws; the model predicts them: see CVAE
+    latent: str = "step"        # "step": a z_t per step (SVG); "sequence": one z for the whole sequence, see CVAE
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -212,6 +220,8 @@ class ModelConfig:
                              "used with it")
         if self.posterior_input not in POSTERIOR_INPUTS:
             raise ValueError(f"posterior_input must be one of {POSTERIOR_INPUTS}, got {self.posterior_input!r}")
+        if self.latent not in LATENTS:
+            raise ValueError(f"latent must be one of {LATENTS}, got {self.latent!r}")
         if self.condition not in CONDITIONS:
             raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
         if self.condition == "none" and self.spatial_cond:
@@ -415,6 +425,27 @@ class CVAE(nn.Module):
             return (zeros, zeros), None
         return self.prior(h_prev, state)
 
+    def _posterior_stats(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoded frames h (B, L, g) -> q's (mu, logvar): (B, L-1, z) per step, or with ``latent="sequence"``
+        (B, 1, z), the posterior LSTM's output once it has read every frame."""
+        (mu, logvar), _ = self.posterior(self._posterior_input(h))
+        return (mu[:, -1:], logvar[:, -1:]) if self.cfg.latent == "sequence" else (mu, logvar)
+
+    def _sequence_prior(self, h_past: torch.Tensor):
+        """p(z | given frames) for ``latent="sequence"`` from their encodings h_past (B, n_past, g): (mu, logvar)
+        (B, 1, z) and the prior LSTM's state."""
+        (mu, logvar), state = self._prior_stats(h_past, None)
+        return (mu[:, -1:], logvar[:, -1:]), state
+
+    def _per_step(self, v: torch.Tensor, steps: int) -> torch.Tensor:
+        """A latent quantity (B, L, ...) with L = steps, or L = 1 for ``latent="sequence"``, as (B, steps, ...): a
+        sample or mean is repeated over the steps; a KL (``v`` (B, 1)) is shared out over them."""
+        if v.shape[1] == steps:
+            return v
+        if v.dim() == 2:   # a KL: the sequence's, spread evenly
+            return (v / steps).expand(-1, steps)
+        return v.expand(-1, steps, *v.shape[2:])
+
     # ---- training ---------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, cond: torch.Tensor, n_past: int,
                 teacher_forcing: bool | torch.Tensor = True) -> dict[str, torch.Tensor]:
@@ -433,8 +464,9 @@ class CVAE(nn.Module):
         tf = torch.as_tensor(teacher_forcing, device=x.device).expand(B)
         cond = self.select_condition(cond, B, T, x)
         h, skips = self.encode(x)                                   # (B, T, g), [(B, T, c, h, w)]
-        (mu_q, logvar_q), _ = self.posterior(self._posterior_input(h))   # q(z_t | x_1..t), t = 1..T-1
-        z = reparameterize(mu_q, logvar_q)                          # (B, T-1, z)
+        mu_q, logvar_q = self._posterior_stats(h)                  # q(z_t | x_1..t), t = 1..T-1, or q(z | x)
+        z = self._per_step(reparameterize(mu_q, logvar_q), T - 1)  # (B, T-1, z)
+        seq = self.cfg.latent == "sequence"
 
         # Steps whose input frame is ground truth run as one sequence: all of them under full teacher forcing,
         # else the past steps 1 .. n_past.
@@ -443,7 +475,10 @@ class CVAE(nn.Module):
         if not self.cfg.frame_feedback:   # steps whose input frame is not a past frame see none
             h_in = torch.cat([h_in[:, :n_past], h_in.new_zeros(B, n_seq - n_past, h_in.shape[-1])], 1)
         g, p_state = self.predictor(torch.cat([h_in, z[:, :n_seq], cond[:, 1:n_seq + 1]], -1))
-        (mu_p, logvar_p), prior_state = self._prior_stats(h_in, None)
+        if seq:
+            (mu_p, logvar_p), prior_state = self._sequence_prior(h[:, :n_past])
+        else:
+            (mu_p, logvar_p), prior_state = self._prior_stats(h_in, None)
         # The skip context of each frame that gives skips, computed once however many steps share it.
         idx = [self._skip_index(t, n_past) for t in range(1, n_seq + 1)]
         sources = sorted(set(idx))   # includes n_past - 1, the skip frame of the steps below
@@ -479,7 +514,10 @@ class CVAE(nn.Module):
                                            for s, sp in zip(skips, skip_pred)])
             else:
                 skip_in_t = skip_in_fixed
-            (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
+            if not seq:
+                (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
+                mu_ps.append(mu_p[:, None])
+                logvar_ps.append(logvar_p[:, None])
             g_t, p_state = self.predictor(torch.cat([h_prev, z[:, t - 1], cond[:, t]], -1), p_state)
             c_t = torch.cat([drawn[:, t], drawn[:, self._skip_index(t, n_past)]], -1)
             if self.motion_points is not None:
@@ -488,15 +526,13 @@ class CVAE(nn.Module):
             before = prev
             prev = self.render(g_t, skip_in_t, c_t, prev_t, z[:, t - 1])
             x_hat.append(prev[:, None])
-            mu_ps.append(mu_p[:, None])
-            logvar_ps.append(logvar_p[:, None])
 
         x_hat = torch.cat(x_hat, 1)                                 # (B, T-1, C, H, W)
         mu_p, logvar_p = torch.cat(mu_ps, 1), torch.cat(logvar_ps, 1)
         # Loss in float32 whatever the autocast precision.
         recon_t = ((x_hat.float() - x[:, 1:].float()) ** 2).mean(dim=(0, 2, 3, 4))            # (T-1,)
         mu_q, logvar_q, mu_p, logvar_p = mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float()
-        kl_t = gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).mean(0)                                 # (T-1,)
+        kl_t = self._per_step(gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).mean(0)[None], T - 1)[0]  # (T-1,)
         out = {"recon": recon_t.sum(), "kl": kl_t.sum(), "recon_per_step": recon_t, "kl_per_step": kl_t,
                "x_hat": x_hat}
         if point_err:   # squared error of the predicted points against the found ones, summed over steps
@@ -505,11 +541,13 @@ class CVAE(nn.Module):
             out["q"], out["p"] = (mu_q, logvar_q), (mu_p, logvar_p)
         return out
 
-    def latent_kl(self, x: torch.Tensor) -> torch.Tensor:
+    def latent_kl(self, x: torch.Tensor, n_past: int = 1) -> torch.Tensor:
         """KL(q(z_t | x_1..t) || p(z_t | x_1..t-1)) for frames x (B, T, C, H, W): (B, T-1), summed over latent
         dimensions; steps t = 1 .. T-1 on the ground truth, as in training with teacher forcing. Near zero when
-        the posterior has collapsed onto the prior (z then carries nothing about the frames)."""
-        return self.latent_stats(x)[0]
+        the posterior has collapsed onto the prior (z then carries nothing about the frames). With
+        ``latent="sequence"`` the KL of q(z | x) against the prior given the first ``n_past`` frames, shared out
+        over the steps."""
+        return self.latent_stats(x, n_past)[0]
 
     # ---- prediction -------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -542,19 +580,29 @@ class CVAE(nn.Module):
             return mu if z_mode == "mean" else reparameterize(mu, logvar, generator)
 
         p_state = prior_state = None
+        z_seq = None
+        if self.cfg.latent == "sequence":   # one z from the prior, for the warm-up and every future step
+            (mu_p, logvar_p), _ = self._sequence_prior(h)
+            z_seq = draw(mu_p[:, 0], logvar_p[:, 0])
         if n_past > 1:   # warm up on the past steps 1 .. n_past-1 with the posterior's samples (or mean)
-            (mu_q, logvar_q), _ = self.posterior(self._posterior_input(h))
-            z = draw(mu_q, logvar_q)
+            if z_seq is not None:
+                z = z_seq[:, None].expand(-1, n_past - 1, -1)
+            else:
+                (mu_q, logvar_q), _ = self.posterior(self._posterior_input(h))
+                z = draw(mu_q, logvar_q)
             _, p_state = self.predictor(torch.cat([h[:, :-1], z, cond[:, 1:n_past]], -1))
-            if self.prior is not None:
+            if self.prior is not None and z_seq is None:
                 _, prior_state = self.prior(h[:, :-1])
         h_prev = h[:, -1]
         prev = x_past[:, -1].repeat_interleave(S, 0) if self.motion is not None else None
         last = x_past[:, -1].repeat_interleave(S, 0) if self.motion_points is not None else None
         out = []
         for t in range(n_past, T):
-            (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
-            z_t = draw(mu_p, logvar_p)
+            if z_seq is not None:
+                z_t = z_seq
+            else:
+                (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
+                z_t = draw(mu_p, logvar_p)
             g_t, p_state = self.predictor(torch.cat([h_prev, z_t, cond[:, t]], -1), p_state)
             if self.motion_points is not None:   # the points it predicts, and the skip frame's
                 h_src = h_prev if self.cfg.last_frame_skip else h[:, n_past - 1]
@@ -574,11 +622,16 @@ class CVAE(nn.Module):
                     skip_in = self.skip_inputs(skip_t)
         return torch.stack(out, 1).unflatten(0, (B, S))
 
-    def latent_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def latent_stats(self, x: torch.Tensor, n_past: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`latent_kl` (B, T-1) and the posterior means mu_q (B, T-1, z_dim) it compares with the prior,
         from one pass over the ground-truth frames x (B, T, C, H, W), float32. How much mu_q varies across the
         data per dimension says which latent dimensions are in use (active units, Burda et al. 2016)."""
         h, _ = self.encode(x)
-        (mu_q, logvar_q), _ = self.posterior(self._posterior_input(h))
-        (mu_p, logvar_p), _ = self._prior_stats(h[:, :-1], None)
-        return gaussian_kl(mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float()), mu_q.float()
+        mu_q, logvar_q = self._posterior_stats(h)
+        if self.cfg.latent == "sequence":   # the prior given the frames before the first predicted one
+            (mu_p, logvar_p), _ = self._sequence_prior(h[:, :n_past])
+        else:
+            (mu_p, logvar_p), _ = self._prior_stats(h[:, :-1], None)
+        kl = gaussian_kl(mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float())
+        steps = x.shape[1] - 1
+        return self._per_step(kl, steps), self._per_step(mu_q.float(), steps)
