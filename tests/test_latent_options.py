@@ -1,6 +1,8 @@
 """The model options that change how the latent reaches the frames: spatial_state, decoder_z, frame_keypoints,
 posterior_input, posterior_logvar_init, frame_feedback, and the KL balance of the loss."""
 
+from unittest import mock
+
 import pytest
 import torch
 
@@ -215,3 +217,42 @@ def test_a_sequence_latent_is_one_draw_for_every_step(prior):
     assert not torch.allclose(zs[0], zs[1])              # ... and another for the other sample
     with pytest.raises(ValueError, match="latent"):
         ModelConfig(latent="frame")
+
+
+def test_shift_by_points_moves_what_is_at_a_point_to_where_it_goes():
+    frame = torch.zeros(1, 3, 32, 32)
+    frame[0, :, 8, 4] = 1.0                                   # row 8, column 4
+    r = torch.linspace(-1, 1, 32)
+    src = torch.stack([r[4], r[8], r[0], r[0]])               # point 0 at the bright pixel, point 1 anywhere
+    now = torch.stack([r[20], r[12], r[0], r[0]])             # point 0 moved to row 12, column 20; point 1 still
+    moved = svg.shift_by_points(frame, torch.cat([now, src])[None])
+    assert moved.shape == (1, 2, 3, 32, 32)
+    assert moved[0, 0, :, 12, 20].min() > 0.99 and moved[0, 0].sum() < 3.01    # the pixel, moved, not smeared
+    assert torch.allclose(moved[0, 1], frame[0], atol=1e-6)                     # a point that stays: no move
+
+
+def test_point_warp_mixes_moved_skip_frames_into_the_output():
+    model = tiny_model(condition="none", output="compose", motion_points=2, point_warp=True).eval()
+    x = _frames(T=5)
+    want = model.predict(x[:, :2], None, 2, z_mode="mean")
+    moves = []
+    real = svg.shift_by_points
+
+    def dark(frame, c):   # the moved copies, recorded, and replaced by black frames
+        moves.append(c.chunk(2, -1)[0] - c.chunk(2, -1)[1])
+        return torch.zeros_like(real(frame, c))
+
+    with mock.patch.object(svg, "shift_by_points", dark):
+        darker = model.predict(x[:, :2], None, 2, z_mode="mean")
+    assert (darker < want - 1e-4).any() and not (darker > want + 1e-4).any()   # the copies are in the mixture
+    with torch.no_grad():   # the points predicted to move: the copies move by what the model predicts
+        model.point_head.bias.fill_(0.25)
+    with mock.patch.object(svg, "shift_by_points", dark):
+        model.predict(x[:, :2], None, 1, z_mode="mean")
+    assert torch.allclose(moves[-1], torch.full_like(moves[-1], 0.25), atol=1e-5)
+    out = model(x, None, n_past=2)
+    assert out["x_hat"].shape == (2, 4, 3, 64, 64) and torch.isfinite(out["recon"])
+    with pytest.raises(ValueError, match="point_warp"):
+        ModelConfig(point_warp=True, output="compose")
+    with pytest.raises(ValueError, match="point_warp"):
+        ModelConfig(point_warp=True, motion_points=2, output="direct")

@@ -132,6 +132,23 @@ class MotionKernels(nn.Module):
         return out.view(N, C, K, H, W).transpose(1, 2)
 
 
+def shift_by_points(frame: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """frame (N, C, H, W) and c (N, 4K), per row the K points (x, y in [-1, 1]) of the frame being drawn and then
+    the K points of ``frame`` -> K copies of the frame, copy k translated by point k's move (N, K, C, H, W), edges
+    replicated: what was at point k of ``frame`` is at point k of the drawn frame, as sharp as it was."""
+    N, C, H, W = frame.shape
+    now, src = c.float().chunk(2, -1)
+    K = now.shape[-1] // 2
+    shift = (now - src).view(N, K, 1, 1, 2)
+    xs = torch.linspace(-1, 1, W, device=frame.device)
+    ys = torch.linspace(-1, 1, H, device=frame.device)
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)          # (H, W, 2): (x, y) of each pixel
+    grid = (base - shift).reshape(N * K, H, W, 2)
+    src_frames = frame.float()[:, None].expand(N, K, C, H, W).reshape(N * K, C, H, W)
+    moved = F.grid_sample(src_frames, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return moved.view(N, K, C, H, W).to(frame.dtype)
+
+
 class SpatialSoftmaxPoints(nn.Module):
     """K image points found in a feature map: a 1x1 convolution to K maps, a softmax over each map's pixels, and
     the expected pixel coordinates under it (a spatial soft-argmax, as in Finn et al. 2016's deep spatial
@@ -208,6 +225,8 @@ class ModelConfig:
     motion_points: int = 0      # K > 0: K image points per frame found from the frame and its change (MotionPoints)
                                 # are in h and are what the decoder draws; the model predicts them: see CVAE
     latent: str = "step"        # "step": a z_t per step (SVG); "sequence": one z for the whole sequence, see CVAE
+    point_warp: bool = False    # with motion_points and compose: the frame also mixes K copies of the skip frame,
+                                # each moved by one point's move (shift_by_points), see CVAE.render
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -247,6 +266,10 @@ class ModelConfig:
             raise ValueError(f"motion_points must be >= 0; it draws its own points, so it cannot be combined with "
                              f"spatial_cond, spatial_state or keypoints, and it reads the predicted frames back, so "
                              f"it needs frame_feedback; got motion_points={self.motion_points}")
+        if self.point_warp and not (self.motion_points and self.output == "compose" and not self.motion_kernels):
+            raise ValueError(f"point_warp moves the skip frame by the motion points' moves: it needs motion_points "
+                             f"> 0 and output 'compose', without motion_kernels; got motion_points="
+                             f"{self.motion_points}, output={self.output!r}, motion_kernels={self.motion_kernels}")
         if self.decoder_z and not self.spatial_state:
             raise ValueError("decoder_z draws z through the spatial state: it needs spatial_state > 0")
         if self.keypoints < 0 or self.keypoints and not (self.spatial_cond or self.spatial_state):
@@ -268,7 +291,7 @@ class CVAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.compose = cfg.output == "compose"
-        K = cfg.motion_kernels
+        K = cfg.motion_kernels or (cfg.motion_points if cfg.point_warp else 0)   # moved frames in the mixture
         out_channels = cfg.channels + (2 + K if K else 1) if self.compose else cfg.channels
         self.columns = condition_columns(cfg.condition, cfg.cond_dim)
         blobs = cfg.keypoints or cfg.motion_points
@@ -285,7 +308,7 @@ class CVAE(nn.Module):
             nn.init.zeros_(self.point_head.bias)
         self.state_head = (nn.Linear(cfg.g_dim + cfg.z_dim * cfg.decoder_z, 2 * cfg.spatial_state)
                            if cfg.spatial_state else None)
-        self.motion = MotionKernels(cfg.g_dim, K) if K else None
+        self.motion = MotionKernels(cfg.g_dim, K) if cfg.motion_kernels else None
         h_dim = cfg.g_dim + 2 * cfg.frame_keypoints + 2 * cfg.motion_points
         self.predictor = PredictorLSTM(h_dim + cfg.z_dim + cfg.cond_in, cfg.g_dim, cfg.rnn_size,
                                        cfg.predictor_rnn_layers)
@@ -387,6 +410,11 @@ class CVAE(nn.Module):
         is the mixture of the skip frame, the decoded colours and the K moved frames under K + 2 per-pixel
         weights that the decoder emits (normalised to sum to one): motion-based output as in CDNA (Finn et al.
         2016). What moves a little from one frame to the next, a pushed object, is moved rather than drawn.
+
+        ``point_warp`` (with ``motion_points``): the K moved frames are the skip frame translated by each motion
+        point's move from the skip frame to the drawn frame (:func:`shift_by_points`, c holding both frames'
+        points), so what a point follows, the gripper, is copied sharply to where the point is predicted, and the
+        weights can fill in where it was.
         """
         if self.state_head is not None:   # what the predictor says about the drawn frame and the skip frame
             c = torch.tanh(self.state_head(torch.cat([g, z.to(g.dtype)], -1) if self.cfg.decoder_z else g))
@@ -401,11 +429,11 @@ class CVAE(nn.Module):
         out = self.decoder.decode(g, skip_in[:-1], terms)
         C = self.cfg.channels
         frame = skip_in[-1].repeat_interleave(g.shape[0] // skip_in[-1].shape[0], 0)
-        if self.motion is None:
+        if self.motion is None and not self.cfg.point_warp:
             rgb, mask = out[:, :C], out[:, C:]
             return mask * frame + (1 - mask) * rgb
         rgb, w = out[:, :C], out[:, C:]                                    # w: (N, K + 2, H, W) in (0, 1)
-        moved = self.motion(g, prev)                                       # (N, K, C, H, W)
+        moved = self.motion(g, prev) if self.motion is not None else shift_by_points(frame, c)   # (N, K, C, H, W)
         w = w / (w.sum(1, keepdim=True) + 1e-6)
         return w[:, :1] * frame + w[:, 1:2] * rgb + (w[:, 2:, None] * moved).sum(1)
 
