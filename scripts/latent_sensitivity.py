@@ -4,6 +4,9 @@ sequences against its standard deviation. A model that has learnt to absorb z as
 Then how much the decoder uses what the predictor says at all: the PSNR of the predictions (one sample each)
 with the predictor's output g_t as computed and with g_t of another test sequence in its place (the rows of the
 batch rolled by one). A decoder that draws from its skip frame alone loses nothing when g_t is another's.
+Last, how much the latent knows of the future: the PSNR of the model run on its own frames with z at the
+posterior's mean for the true sequence, against z at the prior's mean. The difference is what z carries; how much
+of it best of N reaches is up to the prior's samples.
 
     python scripts/latent_sensitivity.py --ckpt runs/x/last.pt [--sequences 16 --samples 4]
 """
@@ -50,6 +53,15 @@ def main() -> None:
         (mu, logvar), _ = model.posterior(model._posterior_input(h))
     print(f"posterior mean: spread across sequences {mu.std(0).mean().item():.4f} (mean over steps and "
           f"dimensions), standard deviation {torch.exp(0.5 * logvar).mean().item():.4f}")
+    x = frames_to_float(batch["frames"])
+    cond = batch["cond"] if model.cfg.condition != "none" else None
+    with torch.no_grad(), mock.patch.object(svg, "reparameterize", lambda mu, logvar, generator=None: mu):
+        told = model(x, cond, n_past=n_past, teacher_forcing=False)["x_hat"][:, n_past - 1:]
+        alone = model.predict(x[:, :n_past], cond, n_future, z_mode="mean")[:, 0]
+    for name, pred in (("the posterior's mean (the true future known)", told), ("the prior's mean", alone)):
+        mse = ((pred - x[:, n_past:]) ** 2).mean((2, 3, 4))
+        print(f"z at {name}: PSNR {(-10 * torch.log10(mse.clamp_min(1e-10))).mean().item():.2f} dB "
+              f"(frames fed back)")
 
 
 if __name__ == "__main__":
