@@ -154,6 +154,19 @@ def _write_records(path: Path, records: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
+def _keep_epoch_seconds(records: list[dict], path: Path) -> None:
+    """Fill the last checkpointed epoch's ``epoch_seconds`` (written after its checkpoint) from metrics.jsonl."""
+    if not records or records[-1].get("epoch_seconds") is not None or not path.is_file():
+        return
+    for line in path.read_text().splitlines():
+        try:
+            old = json.loads(line)
+        except json.JSONDecodeError:
+            continue   # a line cut short by the death of the process that wrote it
+        if isinstance(old, dict) and old.get("epoch") == records[-1]["epoch"]:
+            records[-1]["epoch_seconds"] = old.get("epoch_seconds")
+
+
 RUN_FILES = ("config.toml", "metrics.jsonl", "last.pt", "best.pt", "training_curves.png", "data_report.json")
 
 
@@ -377,6 +390,7 @@ def start_run(cfg: TrainConfig, checkpoint: Path | None, overwrite: bool) -> Run
         load_model_state(model, ckpt["model"], str(checkpoint))
         state.restore(optimizer, scaler)
         if world.is_main:   # metrics.jsonl may hold an epoch past last.pt if the process died between the writes
+            _keep_epoch_seconds(state.records, log_dir / "metrics.jsonl")
             _write_records(log_dir / "metrics.jsonl", state.records)
         if state.epoch + 1 >= cfg.niter:
             print(f"cvae-train: {checkpoint} already finished epoch {state.epoch + 1} of {cfg.niter}; pass a larger "
@@ -506,9 +520,14 @@ def validate(run: Run) -> dict:
     return out | {"active_units": metrics.active_units(variance)}
 
 
-def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool) -> dict:
+def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool, started: float | None = None
+              ) -> dict:
     """Validate (every ``val_every`` epochs and at the end), record the epoch, and on rank 0 write metrics.jsonl,
-    best.pt, last.pt, the training curves and the pictures, and print the epoch's line. Returns the record."""
+    best.pt, last.pt, the training curves and the pictures, and print the epoch's line. Returns the record.
+
+    ``seconds`` are the epoch's training steps; the record's ``epoch_seconds`` is its whole wall time from
+    ``started`` (a ``time.time()``), validation and everything written included. It is known only once the
+    checkpoints are written, so metrics.jsonl is written again with it, and the next checkpoint carries it."""
     cfg, state = run.cfg, run.state
     val = dict.fromkeys(("val_psnr", "val_ssim", "val_kl", "active_units"))
     if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.niter:
@@ -516,7 +535,7 @@ def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool)
     val_psnr = val["val_psnr"]
     record = {"epoch": epoch, "step": state.step, **{k: stats[k] for k in ("loss", "mse", "kl", "beta", "tfr", "lr")},
               **val, "skipped_nonfinite": stats["skipped_nonfinite"],
-              "seconds": seconds}
+              "seconds": seconds, "epoch_seconds": None}
     state.records.append(record)   # plain numbers only: nothing grows with the run but this list of floats
     state.epoch, state.val_psnr = epoch, val_psnr
     is_best = val_psnr is not None and val_psnr > state.best_val_psnr
@@ -540,6 +559,9 @@ def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool)
     warning = collapse_warning(val["active_units"], state.step, state.kl_total_steps, cfg)
     if warning:
         tqdm.write(f"cvae-train: warning: {warning}", file=sys.stderr)
+    if started is not None:
+        record["epoch_seconds"] = time.time() - started
+        _write_records(run.log_dir / "metrics.jsonl", state.records)
     if progress:
         tqdm.write(_epoch_line(record, cfg.niter))
     return record
@@ -551,7 +573,8 @@ def _epoch_line(record: dict, niter: int) -> str:
             if record["loss"] is not None else "loss    -  ")
     skipped = f"skipped {record['skipped_nonfinite']}  " if record["skipped_nonfinite"] else ""
     return (f"epoch {record['epoch'] + 1:4d}/{niter}  {loss}  beta {record['beta']:.3g}  tfr {record['tfr']:.2f}  "
-            f"val_psnr {vp}  {skipped}{record['seconds']:.0f}s")
+            f"val_psnr {vp}  {skipped}{record['seconds']:.0f}s" +
+            (f" (epoch {record['epoch_seconds']:.0f}s)" if record.get("epoch_seconds") is not None else ""))
 
 
 def train(cfg: TrainConfig, checkpoint: str | os.PathLike | None = None, overwrite: bool = False,
@@ -572,7 +595,7 @@ def train(cfg: TrainConfig, checkpoint: str | os.PathLike | None = None, overwri
     for epoch in range(run.state.epoch + 1, last):
         t0 = time.time()
         stats = train_one_epoch(run, epoch, progress)
-        record = end_epoch(run, epoch, stats, time.time() - t0, progress)
+        record = end_epoch(run, epoch, stats, time.time() - t0, progress, started=t0)
     run.tb.close()
     distributed.barrier(run.world)   # no rank returns before rank 0's files are written
     return record

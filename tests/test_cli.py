@@ -32,6 +32,7 @@ def test_training_writes_everything(run_dir):
     for r in records:
         assert {"epoch", "step", "loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_kl", "active_units",
                 "seconds"} <= set(r)
+        assert r["epoch_seconds"] > r["seconds"] > 0   # the whole epoch: its steps, validation and writing
         assert r["val_psnr"] > 0 and r["val_kl"] >= 0 and r["active_units"] in range(5)   # of z_dim 4
     assert records[-1]["step"] == 6
     grids = list((run_dir / "pictures").glob("*.png"))
