@@ -67,7 +67,8 @@ def load_study(path: str | Path) -> tuple[dict, list[Factor]]:
         raw = config_mod.tomllib.loads(path.read_text(encoding="utf-8"))
     except config_mod.tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML ({e})") from None
-    known = {"base", "overrides", "factors", "n_samples", "gif_indices", "eval_batch_size", "lpips", "lpips_weights"}
+    known = {"base", "overrides", "factors", "n_samples", "gif_indices", "eval_batch_size", "lpips", "lpips_weights",
+             "checkpoint"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -88,12 +89,16 @@ def load_study(path: str | Path) -> tuple[dict, list[Factor]]:
         if len(labels) != len(f["values"]):
             raise ConfigError(f"{path}: factor {f['name']!r}: {len(labels)} labels for {len(f['values'])} values")
         factors.append(Factor(f["name"], f["key"], list(f["values"]), list(labels)))
+    checkpoint = raw.get("checkpoint", "best")
+    if checkpoint not in ("best", "last"):
+        raise ConfigError(f"{path}: checkpoint must be \"best\" (the best validation PSNR) or \"last\" (the end of "
+                          f"training), got {checkpoint!r}")
     base_path = (path.parent / raw["base"]).resolve()
     base = config_mod.load_toml(base_path) | raw.get("overrides", {})
     settings = {"base": base, "n_samples": int(raw.get("n_samples", 5)),
                 "gif_indices": list(raw.get("gif_indices", [0])),
                 "eval_batch_size": int(raw.get("eval_batch_size", 32)), "lpips": bool(raw.get("lpips", False)),
-                "lpips_weights": str(raw.get("lpips_weights", ""))}
+                "lpips_weights": str(raw.get("lpips_weights", "")), "checkpoint": checkpoint}
     return settings, factors
 
 
@@ -129,15 +134,16 @@ def _config_digest(cfg: config_mod.TrainConfig) -> str:
 
 
 def execute(run: Run, n_samples: int, gif_indices: list[int], eval_batch_size: int, progress: bool,
-            lpips: bool = False, lpips_weights: str = "") -> dict:
-    """Train (or resume), evaluate and draw one run; returns its done.json record."""
+            lpips: bool = False, lpips_weights: str = "", checkpoint: str = "best") -> dict:
+    """Train (or resume), evaluate and draw one run; returns its done.json record. ``checkpoint``: which of the
+    run's checkpoints is evaluated and drawn, ``"best"`` (by validation PSNR of one sample) or ``"last"``."""
     from .evaluate import EvalConfig, evaluate
     from .make_gif import PictureConfig, make_pictures
     from .train import train
 
     log_dir = Path(run.cfg.log_dir)
     done = log_dir / "done.json"
-    digest = _config_digest(run.cfg)
+    digest = _config_digest(run.cfg) + ("" if checkpoint == "best" else f"-{checkpoint}")
     if done.is_file():
         try:
             record = read_json(done)
@@ -152,12 +158,13 @@ def execute(run: Run, n_samples: int, gif_indices: list[int], eval_batch_size: i
         print(f"== run {run.run_id}: {'resuming' if resumable else 'training'}", flush=True)
     train(run.cfg, log_dir / "last.pt" if resumable else None, overwrite=not resumable, progress=progress)
     where = {"device": run.cfg.device, "cuda": run.cfg.cuda}   # evaluated where it trained
-    result = evaluate(str(log_dir / "best.pt"), EvalConfig(split="test", n_samples=n_samples,
+    ckpt = str(log_dir / f"{checkpoint}.pt")
+    result = evaluate(ckpt, EvalConfig(split="test", n_samples=n_samples,
                                                            batch_size=eval_batch_size, seed=run.cfg.seed,
                                                            lpips=lpips, lpips_weights=lpips_weights, **where),
                       progress=False)
     atomic_write_json(log_dir / "eval.json", result)
-    pictures = make_pictures(str(log_dir / "best.pt"), str(log_dir / "gifs"),
+    pictures = make_pictures(ckpt, str(log_dir / "gifs"),
                              PictureConfig(indices=gif_indices, seed=run.cfg.seed, **where))
     record = {"run_id": run.run_id, "config_digest": digest, "pictures": [str(p) for p in pictures]}
     atomic_write_json(done, record)   # last: a run with done.json is complete
@@ -188,7 +195,8 @@ def run_numbers(log_dir: Path) -> dict:
             "train_minutes": sum(r["seconds"] for r in records) / 60,
             "test_psnr": m["model_mean_of_n"]["psnr"], "test_psnr_ci95": m["model_mean_of_n"]["psnr_ci95"],
             "test_ssim": m["model_mean_of_n"]["ssim"], "test_ssim_ci95": m["model_mean_of_n"]["ssim_ci95"],
-            "best_of_n_psnr": m["model_best_psnr"]["psnr"], "best_of_n_ssim": m["model_best_ssim"]["ssim"],
+            "best_of_n_psnr": m["model_best_psnr"]["psnr"], "best_of_n_psnr_ci95": m["model_best_psnr"]["psnr_ci95"],
+            "best_of_n_ssim": m["model_best_ssim"]["ssim"],
             "prior_mean_psnr": m["model_prior_mean"]["psnr"],
             "best_minus_mean_psnr": m["model_best_psnr"]["psnr"] - m["model_mean_of_n"]["psnr"],
             # None where not scored (a model without conditions), as eval.json says in shuffled_condition_note
@@ -205,13 +213,31 @@ def _number(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def factor_verdict(labels: list[str], numbers: list[dict]) -> str:
+    """Which setting of a factor wins, by how much, and whether the difference is outside the 95% intervals
+    (the two half-widths added: intervals that overlap do not tell the settings apart), for the mean of N and
+    for best of N."""
+    parts = []
+    for name, key in (("Mean of N", "test_psnr"), ("Best of N", "best_of_n_psnr")):
+        order = sorted(range(len(labels)), key=lambda i: -numbers[i][key])
+        top = numbers[order[0]]
+        others = []
+        for i in order[1:]:
+            gap = top[key] - numbers[i][key]
+            apart = gap > top[f"{key}_ci95"] + numbers[i][f"{key}_ci95"]
+            others.append(f"{gap:.2f} dB above {labels[i]} "
+                          f"({'outside' if apart else 'within'} the 95% intervals)")
+        parts.append(f"{name}: {labels[order[0]]} wins, " + "; ".join(others) + ".")
+    return " ".join(parts)
+
+
 def _units(numbers: dict) -> str:
     """Active units as ``k of z_dim`` ("-" for an evaluation that did not count them)."""
     return "-" if numbers["active_units"] is None else f"{numbers['active_units']} of {numbers['z_dim']}"
 
 
 def write_report(study_path: Path, out: Path, report_dir: Path, runs: dict[str, Run],
-                 by_factor: dict[str, list[str]], factors: list[Factor]) -> Path:
+                 by_factor: dict[str, list[str]], factors: list[Factor], checkpoint: str = "best") -> Path:
     """report.md and its figures in ``report_dir``; figures and GIFs are copied there so the folder stands alone."""
     from .viz import plot_eval_per_frame, plot_runs
     figures = report_dir / "figures"
@@ -222,7 +248,9 @@ def write_report(study_path: Path, out: Path, report_dir: Path, runs: dict[str, 
     lines = [f"# Ablation study: {study_path.name}", "",
              f"Generated by `cvae-ablate --study {_shown(study_path)}` from the runs in `{_shown(out)}`. "
              f"Every number below is read from the runs' `metrics.jsonl` and `eval.json`.", "",
-             f"Test: lab protocol on the test split ({any_run['n_sequences']} sequences), "
+             f"Test: each run's {checkpoint}.pt ("
+             + ("the epoch with the best validation PSNR" if checkpoint == "best" else "the end of training")
+             + f"), lab protocol on the test split ({any_run['n_sequences']} sequences), "
              f"{any_run['n_samples']} samples per sequence; PSNR in dB, mean of N samples ± 95% confidence "
              f"half-width over sequences. Best-of-N picks the best sample per sequence (by PSNR for the PSNR column, "
              f"by SSIM for the SSIM column); best minus mean is best-of-N PSNR minus test PSNR. Prior mean: z "
@@ -253,6 +281,7 @@ def write_report(study_path: Path, out: Path, report_dir: Path, runs: dict[str, 
                          f"{n['copy_last_psnr']:.2f} | {n['train_minutes']:.1f} |"
                          + (f" {n['test_lpips']:.4f} | {n['best_of_n_lpips']:.4f} | {n['copy_last_lpips']:.4f} |"
                             if lpips else ""))
+        lines += ["", factor_verdict(f.labels, [numbers[rid] for rid in ids])]
         curves = plot_runs({label: _records(Path(runs[rid].cfg.log_dir)) for label, rid in zip(f.labels, ids)},
                            figures / f"{slug}_curves.png", title=f.name)
         per_frame = {}
@@ -296,8 +325,8 @@ def ablate(study: str | Path, out: str | Path, report_dir: str | Path | None = N
         print(f"study {study}: {len(runs)} runs ({', '.join(runs)}) in {out}", flush=True)
     for run in runs.values():
         execute(run, settings["n_samples"], settings["gif_indices"], settings["eval_batch_size"], progress,
-                settings["lpips"], settings["lpips_weights"])
-    return write_report(study, out, Path(report_dir or out), runs, by_factor, factors)
+                settings["lpips"], settings["lpips_weights"], settings["checkpoint"])
+    return write_report(study, out, Path(report_dir or out), runs, by_factor, factors, settings["checkpoint"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,8 @@
 import importlib.util
 import json
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +137,32 @@ def test_bad_study_files(tmp_path):
     f.write_text('base = "x.toml"\nfactorz = 1\n')
     with pytest.raises(ConfigError, match="unknown key"):
         ablate.load_study(f)
+
+
+def test_factor_verdict_names_the_winner_and_whether_the_intervals_tell_it_apart():
+    a = {"test_psnr": 25.0, "test_psnr_ci95": 0.1, "best_of_n_psnr": 25.2, "best_of_n_psnr_ci95": 0.1}
+    b = {"test_psnr": 25.5, "test_psnr_ci95": 0.1, "best_of_n_psnr": 25.3, "best_of_n_psnr_ci95": 0.1}
+    text = ablate.factor_verdict(["on", "off"], [a, b])
+    assert text == ("Mean of N: off wins, 0.50 dB above on (outside the 95% intervals). "
+                    "Best of N: off wins, 0.10 dB above on (within the 95% intervals).")
+
+
+def test_report_says_which_setting_wins(study):
+    _, report = study
+    assert re.search(r"Mean of N: (full|none) wins, \d+\.\d\d dB above (full|none) \((outside|within) the 95%",
+                     report.read_text())
+
+
+def test_a_study_can_evaluate_the_last_checkpoint(study):
+    d, _ = study
+    text = (d / "study.toml").read_text()
+    (d / "study_last.toml").write_text('checkpoint = "last"\n' + text)
+    shutil.copytree(d / "runs", d / "runs_last")    # the finished runs, evaluated again at their last checkpoint
+    report = ablate.ablate(d / "study_last.toml", d / "runs_last", d / "report_last", progress=False)
+    for run in (p for p in (d / "runs_last").iterdir() if p.is_dir()):
+        ev = json.loads((run / "eval.json").read_text())
+        assert Path(ev["checkpoint"]).name == "last.pt", run.name
+    assert "each run's last.pt (the end of training)" in report.read_text()
+    (d / "study_bad.toml").write_text('checkpoint = "final"\n' + text)
+    with pytest.raises(ConfigError, match="checkpoint must be"):
+        ablate.load_study(d / "study_bad.toml")
