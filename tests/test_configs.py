@@ -43,6 +43,15 @@ def test_demo_and_full_size_configs_use_the_measured_model():
     assert {k: demo[k] for k in same} == {k: full[k] for k in same}
 
 
+def test_action_free_demo_keeps_the_measured_latent():
+    """The action-free demo sees frames only and keeps the latent that measurement found live (docs/latent.md):
+    one z per sequence, kept to a few nats by its KL weight and small free bits, image points drawn from z, fp32."""
+    cfg = _cfg("demo_action_free")
+    assert cfg["condition"] == "none" and not cfg["spatial_cond"] and cfg["keypoints"] == 0
+    assert (cfg["latent"], cfg["motion_points"], cfg["kl_weight_max"], cfg["free_bits"]) == ("sequence", 4, 0.01, 0.2)
+    assert cfg["precision"] == "fp32"
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_builds_and_runs_one_step(path):
     cfg = config_mod.from_dict(config_mod.load_toml(path) | {"batch_size": 2}, str(path))
