@@ -159,9 +159,8 @@ def execute(run: Run, n_samples: int, gif_indices: list[int], eval_batch_size: i
     train(run.cfg, log_dir / "last.pt" if resumable else None, overwrite=not resumable, progress=progress)
     where = {"device": run.cfg.device, "cuda": run.cfg.cuda}   # evaluated where it trained
     ckpt = str(log_dir / f"{checkpoint}.pt")
-    result = evaluate(ckpt, EvalConfig(split="test", n_samples=n_samples,
-                                                           batch_size=eval_batch_size, seed=run.cfg.seed,
-                                                           lpips=lpips, lpips_weights=lpips_weights, **where),
+    result = evaluate(ckpt, EvalConfig(split="test", n_samples=n_samples, batch_size=eval_batch_size,
+                                       seed=run.cfg.seed, lpips=lpips, lpips_weights=lpips_weights, **where),
                       progress=False)
     atomic_write_json(log_dir / "eval.json", result)
     pictures = make_pictures(ckpt, str(log_dir / "gifs"),
