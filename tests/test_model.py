@@ -186,6 +186,35 @@ def test_spatial_condition_terms_equal_the_concatenated_maps(backbone, n_maps):
             decoder(h, skips, c)
 
 
+@pytest.mark.parametrize("backbone", ["dcgan", "vgg"])
+def test_separable_maps_give_the_decoder_of_their_built_maps(backbone):
+    """Maps given as their row and column profiles are convolved without being built (dcgan's last convolution,
+    every stage of vgg's): the decoder's output and gradients equal those of the reference decoder that
+    concatenates the built maps. A tap or padding off by one, or x and y swapped, would move every blob."""
+    from cvae_video.models.backbones import SeparableMaps
+    torch.manual_seed(0)
+    encoder, decoder = build_backbone(backbone, g_dim=16, width=0.25, cond_channels=5, map_channels=4)
+    encoder, decoder = encoder.double(), decoder.double()
+    _, skips = encoder(torch.rand(6, 3, 64, 64, dtype=torch.float64))
+    skips = [s.detach() for s in skips]
+    h = torch.randn(6, 16, dtype=torch.float64)
+    c = torch.randn(6, 5, dtype=torch.float64)
+    centres = torch.rand(2, 6, 4, 1, dtype=torch.float64, requires_grad=True)   # asymmetric profiles, y apart from x
+
+    def maps(size):
+        r = torch.linspace(0, 1, size, dtype=torch.float64)
+        return SeparableMaps(gy=torch.exp(-30 * (r - centres[0]) ** 2), gx=torch.exp(-9 * (r - centres[1]) ** 3) ** 2)
+    inputs = [centres, *decoder.parameters()]
+    weights = torch.rand(6, 3, 64, 64, dtype=torch.float64)
+    ours, plain = decoder(h, skips, c, maps), decoder.forward_concat(h, skips, c, lambda size: maps(size).dense())
+    assert torch.allclose(ours, plain, atol=1e-12)
+    for a, b in zip(torch.autograd.grad((ours * weights).sum(), inputs),
+                    torch.autograd.grad((plain * weights).sum(), inputs)):
+        assert (a - b).abs().max() <= 1e-10 * b.abs().max(), (a - b).abs().max() / b.abs().max()
+    swapped = decoder.forward_concat(h, skips, c, lambda size: maps(size).dense().transpose(-1, -2))
+    assert not torch.allclose(ours, swapped, atol=1e-4)
+
+
 def test_condition_keypoints_are_blobs_at_affine_points():
     from cvae_video.models.svg import ConditionKeypoints
     kp = ConditionKeypoints(cond_dim=3, n=2, init_sigma=0.1)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import BACKBONES, build_backbone
+from .backbones import BACKBONES, SeparableMaps, build_backbone
 from .rnn import GaussianLSTM, PredictorLSTM, gaussian_kl, reparameterize
 
 PRIORS = ("fixed", "learned")
@@ -90,14 +90,17 @@ class ConditionKeypoints(nn.Module):
         """c (N, cond_dim) -> (N, n, 2) points (x, y), in the [-1, 1] coordinates of ``coordinate_maps``."""
         return self.proj(c.to(self.proj.weight.dtype)).unflatten(-1, (self.n, 2))
 
-    def forward(self, c: torch.Tensor, size: int) -> torch.Tensor:
-        """c (N, cond_dim) -> (N, n, size, size) blobs exp(-|p - point|^2 / (2 sigma^2)) over pixel centres p."""
+    def profiles(self, c: torch.Tensor, size: int) -> SeparableMaps:
+        """c (N, cond_dim) -> the blobs as :class:`SeparableMaps`, profiles (N, n, size) along y and x in float32:
+        a Gaussian blob is the outer product of one along the rows and one along the columns."""
         uv = self.points(c).float()
         r = torch.linspace(-1.0, 1.0, size, device=c.device)
         k = (0.5 * torch.exp(-2 * self.log_sigma.float()))[None, :, None]       # (1, n, 1)
-        gx = torch.exp(-k * (r - uv[..., :1]) ** 2)                             # (N, n, size): along x
-        gy = torch.exp(-k * (r - uv[..., 1:]) ** 2)                             # along y
-        return (gy[..., :, None] * gx[..., None, :]).to(c.dtype)               # separable: (N, n, size, size)
+        return SeparableMaps(gy=torch.exp(-k * (r - uv[..., 1:]) ** 2), gx=torch.exp(-k * (r - uv[..., :1]) ** 2))
+
+    def forward(self, c: torch.Tensor, size: int) -> torch.Tensor:
+        """c (N, cond_dim) -> (N, n, size, size) blobs exp(-|p - point|^2 / (2 sigma^2)) over pixel centres p."""
+        return self.profiles(c, size).dense().to(c.dtype)
 
 
 class MotionKernels(nn.Module):
@@ -176,11 +179,9 @@ class MotionPoints(nn.Module):
     peaked, so that the points follow what the convolutions find from the first steps. What moves (the arm, a
     pushed object) stands out in the change, which a point then follows."""
 
-    WIDTH = 32
-
-    def __init__(self, channels: int, n: int):
+    def __init__(self, channels: int, n: int, width: int = 32):
         super().__init__()
-        w = self.WIDTH
+        w = width
         self.trunk = nn.Sequential(nn.Conv2d(2 * channels, w, 4, 2, 1), nn.ReLU(inplace=True),
                                    nn.Conv2d(w, w, 3, 1, 1), nn.ReLU(inplace=True),
                                    nn.Conv2d(w, w, 3, 1, 1), nn.ReLU(inplace=True))
@@ -224,6 +225,7 @@ class ModelConfig:
                                 # decoder's maps directly and not only through the predictor
     motion_points: int = 0      # K > 0: K image points per frame found from the frame and its change (MotionPoints)
                                 # are in h and are what the decoder draws; the model predicts them: see CVAE
+    motion_points_width: int = 32   # channels of the point finder's convolutions (at half resolution)
     latent: str = "step"        # "step": a z_t per step (SVG); "sequence": one z for the whole sequence, see CVAE
     point_warp: bool = False    # with motion_points and compose: the frame also mixes K copies of the skip frame,
                                 # each moved by one point's move (shift_by_points), see CVAE.render
@@ -250,7 +252,7 @@ class ModelConfig:
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
         for name in ("g_dim", "z_dim", "rnn_size", "posterior_rnn_layers", "prior_rnn_layers",
-                     "predictor_rnn_layers", "channels"):
+                     "predictor_rnn_layers", "channels", "motion_points_width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.width <= 0:
@@ -298,7 +300,8 @@ class CVAE(nn.Module):
         self.encoder, self.decoder = build_backbone(cfg.backbone, cfg.g_dim, cfg.channels, cfg.width, out_channels,
                                                     2 * self.drawn_dim, 2 * blobs)
         self.keypoints = ConditionKeypoints(self.drawn_dim, blobs) if blobs else None
-        self.motion_points = MotionPoints(cfg.channels, cfg.motion_points) if cfg.motion_points else None
+        self.motion_points = (MotionPoints(cfg.channels, cfg.motion_points, cfg.motion_points_width)
+                              if cfg.motion_points else None)
         if cfg.motion_points:   # blobs exactly at the points to start with; a residual step of the points from (g, z)
             with torch.no_grad():
                 self.keypoints.proj.weight.copy_(torch.eye(2 * cfg.motion_points))
@@ -421,8 +424,8 @@ class CVAE(nn.Module):
         maps = None
         if self.keypoints is not None:   # blobs at the points of the drawn frame's and the skip frame's condition
             c_now, c_src = c.chunk(2, -1)
-            maps = lambda size: torch.cat([self.keypoints(c_now, size), self.keypoints(c_src, size)], 1) \
-                .contiguous(memory_format=torch.channels_last)
+            maps = lambda size: SeparableMaps(*(torch.cat(pair, 1) for pair in zip(
+                self.keypoints.profiles(c_now, size), self.keypoints.profiles(c_src, size))))
         terms = self.decoder.cond_terms(c if self.drawn_dim else None, maps)
         if not self.compose:
             return self.decoder.decode(g, skip_in, terms)
