@@ -105,7 +105,7 @@ def score_split(model, loader, device: torch.device, *, n_past: int, n_future: i
                 out["latent_sumsq"].append(mu_q.square().sum(1).cpu())
                 out["latent_steps"].append(torch.full((x.shape[0],), mu_q.shape[1], dtype=torch.float64))
         pred = pred.float()
-        out["diversity"].append(pred.std(1, correction=0).mean((2, 3, 4)).cpu())   # (B, F)
+        out["diversity"].append(metrics.sample_spread(pred).mean((2, 3, 4)).cpu())   # (B, F)
         pred = pred.flatten(0, 1)
         gt_rep = gt.repeat_interleave(n_samples, 0)
         B = x.shape[0]

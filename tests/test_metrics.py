@@ -161,3 +161,11 @@ def test_active_units_count_the_dimensions_whose_mean_varies():
     total = sum(p.sum(0) for p in parts), sum((p ** 2).sum(0) for p in parts)
     assert np.allclose(metrics.latent_variance(*total, len(mu)), var, atol=1e-12)
     assert np.isnan(metrics.latent_variance(np.zeros(3), np.zeros(3), 0)).all()
+
+
+def test_sample_spread_is_the_population_std_across_samples():
+    torch.manual_seed(0)
+    pred = torch.rand(3, 5, 2, 3, 8, 8)
+    assert torch.allclose(metrics.sample_spread(pred), pred.std(1, correction=0), atol=1e-6)
+    one = metrics.sample_spread(pred[:, :1])
+    assert one.shape == (3, 2, 3, 8, 8) and not one.any()
