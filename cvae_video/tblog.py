@@ -53,8 +53,9 @@ class TrainingLog:
     def step(self, steps_done: int, logs: dict, beta: float, tfr: float, lr: float) -> None:
         if self.writer is None:
             return
-        for key in ("loss", "mse", "kl"):
-            self.writer.add_scalar(f"train/{key}", logs[key], steps_done)
+        for key in ("loss", "mse", "kl", "points"):
+            if key in logs:
+                self.writer.add_scalar(f"train/{key}", logs[key], steps_done)
         for key, value in (("beta", beta), ("tfr", tfr), ("lr", lr)):
             self.writer.add_scalar(f"train/{key}", value, steps_done)
 

@@ -119,6 +119,8 @@ def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, *, beta: float
     scaler.scale(loss).backward()   # before the check, so that under DDP every rank runs the same collectives
     n_steps = x.shape[1] - 1
     logs = {"loss": loss.item(), "mse": out["recon"].item() / n_steps, "kl": out["kl"].item() / n_steps}
+    if "points" in out:   # the point loss per step, with motion_points
+        logs["points"] = out["points"].item() / n_steps
     # the global batch's: a non-finite loss on any rank skips the step on all of them, whose gradients DDP shares
     logs = distributed.average_logs(logs, world)
     if not math.isfinite(logs["loss"]):
@@ -455,7 +457,7 @@ def _run_precision(cfg: TrainConfig, model: CVAE, world: distributed.World, ckpt
 
 def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
     """The ``epoch_size`` optimizer steps of ``epoch``; returns the epoch's training numbers: mean loss, mse and
-    kl over the batches that counted, the last step's beta, the epoch's tfr, and the batches skipped."""
+    kl (and with ``motion_points`` the point loss per step, ``points``) over the batches that counted, the last step's beta, the epoch's tfr, and the batches skipped."""
     cfg, state = run.cfg, run.state
     run.sampler.set_epoch(epoch)
     # the loader draws its workers' seeds from its generator: a function of (seed, epoch), as resume needs
@@ -463,7 +465,7 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
     distributed.seed_epoch(cfg.seed, epoch, run.world)
     tf_generator = distributed.teacher_forcing_generator(cfg, epoch, run.world)
     tfr = teacher_forcing_ratio(epoch, cfg.tfr, cfg.tfr_start_decay_epoch, cfg.tfr_decay_step, cfg.tfr_lower_bound)
-    sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0}
+    sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0, **({"points": 0.0} if run.model.motion_points is not None else {})}
     n_good = skipped = 0
     beta = None   # the last step's; an epoch always has epoch_size >= 1 steps
     bar = tqdm(run.loader, total=cfg.epoch_size, desc=f"epoch {epoch + 1}/{cfg.niter}", leave=False,
@@ -534,6 +536,7 @@ def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool,
         val = validate(run)
     val_psnr = val["val_psnr"]
     record = {"epoch": epoch, "step": state.step, **{k: stats[k] for k in ("loss", "mse", "kl", "beta", "tfr", "lr")},
+              **({"points": stats["points"]} if "points" in stats else {}),
               **val, "skipped_nonfinite": stats["skipped_nonfinite"],
               "seconds": seconds, "epoch_seconds": None}
     state.records.append(record)   # plain numbers only: nothing grows with the run but this list of floats

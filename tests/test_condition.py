@@ -218,3 +218,14 @@ def test_a_run_without_conditions_resumes_as_one(none_run, tmp_path, capsys):
     assert train.main(["--resume", str(run), "--niter", "2", "--no_progress"]) == 0
     ckpt = load_checkpoint(run / "last.pt")
     assert ckpt["epoch"] == 1 and ckpt["model_config"]["condition"] == "none"
+
+
+def test_the_point_loss_is_logged_per_epoch_with_motion_points(none_run, frames_only, tmp_path):
+    log_dir = tmp_path / "run"
+    assert train.main(["--data_root", str(frames_only), "--log_dir", str(log_dir), "--condition", "none",
+                       "--output", "compose", "--motion_points", "2", "--motion_points_width", "8", "--niter", "1",
+                       "--epoch_size", "2", "--n_pictures", "0", *TINY_FLAGS]) == 0
+    record = json.loads((log_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["points"] > 0
+    assert load_checkpoint(log_dir / "last.pt")["model_config"]["motion_points_width"] == 8
+    assert "points" not in json.loads((none_run / "metrics.jsonl").read_text().splitlines()[-1])

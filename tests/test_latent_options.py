@@ -187,6 +187,7 @@ def test_the_training_loss_includes_the_point_loss():
     logs = train_step(model, optimizer, grad_scaler(torch.device("cpu"), "fp32"), batch, cfg, beta=0.0, tfr=1.0,
                       device=torch.device("cpu"), amp=autocast(torch.device("cpu"), "fp32"))
     assert logs["loss"] > logs["mse"] * 4 + 0.2   # 4 steps, each with its points 0.5 off
+    assert logs["points"] > 0.2 and logs["loss"] == pytest.approx(4 * (logs["mse"] + logs["points"]))   # per step
     assert model.point_head.weight.grad.abs().sum() > 0
 
 
