@@ -33,6 +33,7 @@ TEXT_COLOR = (40, 40, 40)
 DIM = 0.35  # past columns of sample rows show the ground truth faded towards white by this factor
 
 _FONT_SIZE = 11
+LINE_STYLES = ("-", "--", "-.", ":")   # one per method in the per-frame plots, cycled
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -364,7 +365,6 @@ def plot_per_frame(curves: Mapping[str, object], path, ylabel: str, n_past: int,
 
     fig = Figure(figsize=(7.0, 4.2), dpi=110, layout="constrained")
     ax = fig.subplots()
-    styles = ["-", "--", "-.", ":"]
     for i, (name, values) in enumerate(curves.items()):
         if isinstance(values, torch.Tensor):
             values = values.detach().cpu().double().numpy()
@@ -376,7 +376,7 @@ def plot_per_frame(curves: Mapping[str, object], path, ylabel: str, n_past: int,
         else:
             raise ValueError(f"curve {name!r}: expected (n_future,) or (n_sequences, n_future), got {arr.shape}")
         frames = np.arange(n_past, n_past + mean.shape[0])
-        (line,) = ax.plot(frames, mean, ls=styles[i % len(styles)], marker="o", ms=3.5, lw=1.6, label=name)
+        (line,) = ax.plot(frames, mean, ls=LINE_STYLES[i % len(LINE_STYLES)], marker="o", ms=3.5, lw=1.6, label=name)
         if half is not None:
             ax.fill_between(frames, mean - half, mean + half, color=line.get_color(), alpha=0.15, lw=0)
     given = {0: "", 1: "; frame 0 given"}.get(n_past, f"; frames 0-{n_past - 1} given")
@@ -397,12 +397,11 @@ def plot_eval_per_frame(methods: Mapping[str, Mapping], path, n_past: int, title
     """
     fig = Figure(figsize=(11.0, 4.0), dpi=110, layout="constrained")
     axes = fig.subplots(1, 2)
-    styles = ["-", "--", "-.", ":"]
     for ax, key, label in zip(axes, ("psnr_per_frame", "ssim_per_frame"), ("PSNR (dB)", "SSIM")):
         for i, (name, m) in enumerate(methods.items()):
             values = np.asarray(m[key], dtype=np.float64)
             frames = np.arange(n_past, n_past + len(values))
-            ax.plot(frames, values, ls=styles[i % len(styles)], marker="o", ms=3.5, lw=1.6, label=name)
+            ax.plot(frames, values, ls=LINE_STYLES[i % len(LINE_STYLES)], marker="o", ms=3.5, lw=1.6, label=name)
         ax.set_xlabel("frame index (zero-based)")
         ax.set_ylabel(label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
