@@ -148,29 +148,24 @@ class SeparableMaps(NamedTuple):
         return SeparableMaps(self.gy.to(dtype), self.gx.to(dtype))
 
 
-def _tap_profiles(conv: nn.Conv2d | nn.ConvTranspose2d, g: torch.Tensor, dim: int) -> torch.Tensor:
+def _tap_profiles(conv: nn.Conv2d, g: torch.Tensor, dim: int) -> torch.Tensor:
     """Profiles g (N, K, S) along spatial dimension ``dim`` (0: rows, 1: columns) of ``conv``'s input -> (N, K, k,
     S_out): entry [.., j, o] is the input value that kernel tap j meets at output position o (zero in the padding),
     from the 1-D form of the convolution with one-hot kernels."""
-    k, s, p, d = conv.kernel_size[dim], conv.stride[dim], conv.padding[dim], conv.dilation[dim]
+    k = conv.kernel_size[dim]
     N, K, S = g.shape
     eye = torch.eye(k, dtype=g.dtype, device=g.device)
-    flat = g.reshape(N * K, 1, S)
-    if isinstance(conv, nn.ConvTranspose2d):
-        taps = F.conv_transpose1d(flat, eye[None], stride=s, padding=p, output_padding=conv.output_padding[dim],
-                                  dilation=d)
-    else:
-        taps = F.conv1d(flat, eye[:, None], stride=s, padding=p, dilation=d)
+    taps = F.conv1d(g.reshape(N * K, 1, S), eye[:, None], stride=conv.stride[dim], padding=conv.padding[dim],
+                    dilation=conv.dilation[dim])
     return taps.view(N, K, k, -1)
 
 
-def _separable_part(conv: nn.Conv2d | nn.ConvTranspose2d, maps: SeparableMaps, lo: int, hi: int) -> torch.Tensor:
-    """``conv`` applied to input channels ``lo:hi`` of its weight when they hold separable maps, without building
-    them -> (N, out, h, w), channels-last. A map gy gx^T through a kernel w is sum_i (tap-i rows of gy) (w[i] *
-    tap columns of gx)^T: one batched matrix product whose inner size is K times the kernel height, in place of a
-    convolution over K full maps."""
-    transposed = isinstance(conv, nn.ConvTranspose2d)
-    w = conv.weight[lo:hi].transpose(0, 1) if transposed else conv.weight[:, lo:hi]      # (out, K, kh, kw)
+def _separable_part(conv: nn.Conv2d, maps: SeparableMaps, lo: int, hi: int) -> torch.Tensor:
+    """``conv`` (not transposed, one group) applied to input channels ``lo:hi`` of its weight when they hold
+    separable maps, without building them -> (N, out, h, w), channels-last. A map gy gx^T through a kernel w is
+    sum_i (tap-i rows of gy) (w[i] * tap columns of gx)^T: one batched matrix product whose inner size is K times
+    the kernel height, in place of a convolution over K full maps."""
+    w = conv.weight[:, lo:hi]                                                            # (out, K, kh, kw)
     rows, cols = _tap_profiles(conv, maps.gy, 0), _tap_profiles(conv, maps.gx, 1)       # (N, K, kh, h), (N, K, kw, w)
     N, K, kh, h = rows.shape
     out, width = w.shape[0], cols.shape[-1]

@@ -179,9 +179,8 @@ class MotionPoints(nn.Module):
     peaked, so that the points follow what the convolutions find from the first steps. What moves (the arm, a
     pushed object) stands out in the change, which a point then follows."""
 
-    def __init__(self, channels: int, n: int, width: int = 32):
+    def __init__(self, channels: int, n: int, w: int = 32):
         super().__init__()
-        w = width
         self.trunk = nn.Sequential(nn.Conv2d(2 * channels, w, 4, 2, 1), nn.ReLU(inplace=True),
                                    nn.Conv2d(w, w, 3, 1, 1), nn.ReLU(inplace=True),
                                    nn.Conv2d(w, w, 3, 1, 1), nn.ReLU(inplace=True))
