@@ -29,12 +29,12 @@ else:  # pragma: no cover
 from .errors import ConfigError
 from .models.backbones import BACKBONES
 from .models.svg import CONDITIONS, LATENTS, OUTPUTS, PRIORS, ModelConfig
+from .data.dataset import BAD_SAMPLE_POLICIES
 from .runtime import PRECISIONS
+from .tblog import MODES as TENSORBOARD_MODES
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
-BAD_SAMPLE_POLICIES = ("error", "skip")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
-TENSORBOARD_MODES = ("auto", "on", "off")
 LR_SCHEDULES = ("constant", "cosine")
 TRAIN_WINDOWS = ("random", "first")
 
@@ -69,6 +69,7 @@ class TrainConfig:
     kl_weight_max: float = 1.0
     free_bits: float = 0.0             # nats per step: the KL term counts max(KL_t, free_bits) (0 = off)
     kl_balance: float = 0.0            # a in (0, 1), learned prior: weight a on the prior's side of the KL (0 = off)
+    point_smoothness: float = 0.0      # with motion_points: weight of the found points' acceleration (0 = off)
     # sequence protocol
     n_past: int = 2
     n_future: int = 10
@@ -121,6 +122,7 @@ class TrainConfig:
             ("kl_weight_max", self.kl_weight_max >= 0, "must be >= 0"),
             ("free_bits", self.free_bits >= 0, "must be >= 0"),
             ("kl_balance", 0 <= self.kl_balance < 1, "must be in [0, 1)"),
+            ("point_smoothness", self.point_smoothness >= 0, "must be >= 0"),
             ("n_past", self.n_past >= 1, "must be >= 1"),
             ("n_future", self.n_future >= 1, "must be >= 1"),
             ("n_eval", self.n_eval >= 1, "must be >= 1"),

@@ -37,10 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .errors import ConfigError
-from .runtime import derive_seed, resolve_device
-
-# stream tags of derive_seed, so that no two uses share a seed
-_LATENT_STREAM, _TEACHER_STREAM = 1, 2
+from .runtime import SeedStream, derive_seed, resolve_device
 
 _owns_group = False
 
@@ -228,14 +225,14 @@ def broadcast_buffers(model: nn.Module, world: World) -> None:
 def seed_epoch(seed: int, epoch: int, world: World) -> None:
     """With several processes: reseed this rank's torch RNG (latents, teacher forcing) from (seed, epoch, rank)."""
     if world.is_distributed:
-        torch.manual_seed(derive_seed(seed, _LATENT_STREAM, epoch, world.rank))
+        torch.manual_seed(derive_seed(seed, SeedStream.LATENT, epoch, world.rank))
 
 
 def teacher_forcing_generator(cfg, epoch: int, world: World) -> torch.Generator | None:
     """A generator shared by all ranks for the teacher-forcing decision when BatchNorm is synchronised (the ranks
     must then run the same layers), else None: the rank's own RNG."""
     if world.is_distributed and cfg.sync_bn:
-        return torch.Generator().manual_seed(derive_seed(cfg.seed, _TEACHER_STREAM, epoch))
+        return torch.Generator().manual_seed(derive_seed(cfg.seed, SeedStream.TEACHER, epoch))
     return None
 
 

@@ -31,6 +31,13 @@ from .inference import Trained, inference_precision, open_trained
 from .runtime import PRECISIONS, autocast, derive_seed, keep_freed_memory, resolve_device
 
 PROTOCOLS = {"lab": (2, 10), "svg": (2, 28)}
+
+
+def protocol_frames(protocol: str) -> tuple[int, int]:
+    """(n_past, n_future) of a protocol's name; an unknown name is a CvaeError that lists the known ones."""
+    if protocol not in PROTOCOLS:
+        raise CvaeError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
+    return PROTOCOLS[protocol]
 METRIC_KEYS = ("psnr", "ssim", "lpips")   # lpips only with --lpips
 
 
@@ -224,9 +231,7 @@ class EvalConfig:
 
     def frames(self) -> tuple[int, int]:
         """(n_past, n_future): the protocol's, unless overridden."""
-        if self.protocol not in PROTOCOLS:
-            raise CvaeError(f"unknown protocol {self.protocol!r}; choose one of {sorted(PROTOCOLS)}")
-        p_past, p_future = PROTOCOLS[self.protocol]
+        p_past, p_future = protocol_frames(self.protocol)
         return self.n_past or p_past, self.n_future or p_future
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CvaeError
-from .evaluate import PROTOCOLS
+from .evaluate import PROTOCOLS, protocol_frames
 from .inference import inference_precision, open_trained, predict_batch, save_pictures, take_batch
 from .runtime import PRECISIONS, autocast, resolve_device
 
@@ -37,11 +37,9 @@ def make_pictures(ckpt_path: str, out_dir: str, cfg: PictureConfig | None = None
     """Write ``seq{i}.gif`` and ``seq{i}_grid.png`` into ``out_dir`` per index of ``cfg.indices``; returns the
     paths written."""
     cfg = cfg or PictureConfig()
-    if cfg.protocol not in PROTOCOLS:
-        raise CvaeError(f"unknown protocol {cfg.protocol!r}; choose one of {sorted(PROTOCOLS)}")
     device = resolve_device(cfg.device, cfg.cuda)
     trained = open_trained(ckpt_path, device)
-    n_past, n_future = PROTOCOLS[cfg.protocol]
+    n_past, n_future = protocol_frames(cfg.protocol)
     ds = trained.open_split(cfg.data_root, cfg.split, n_past + n_future)
     precision = inference_precision(cfg.precision, trained.model, n_past, "cvae-make-gif")
     pred = predict_batch(trained.model, take_batch(ds, cfg.indices), n_past=n_past, n_future=n_future,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import ctypes
 import math
 import os
@@ -192,6 +193,13 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+class SeedStream(enum.IntEnum):
+    """The first key of :func:`derive_seed` for each use of random numbers, so that no two uses share a seed."""
+    LATENT = 1     # the global torch RNG of a training epoch (z's draws, dropout)
+    TEACHER = 2    # the teacher-forcing decisions of a training epoch
+    LOADER = 3     # the training loader's generator (the workers' seeds)
 
 
 def derive_seed(*keys: int) -> int:

@@ -53,7 +53,7 @@ class TrainingLog:
     def step(self, steps_done: int, logs: dict, beta: float, tfr: float, lr: float) -> None:
         if self.writer is None:
             return
-        for key in ("loss", "mse", "kl", "points"):
+        for key in ("loss", "mse", "kl", "points", "point_accel"):
             if key in logs:
                 self.writer.add_scalar(f"train/{key}", logs[key], steps_done)
         for key, value in (("beta", beta), ("tfr", tfr), ("lr", lr)):

@@ -36,12 +36,12 @@ from .fileio import atomic_write_json, atomic_write_text, read_json_lines, remov
 from .inference import predict_batch, save_pictures, take_batch
 from .models.rnn import gaussian_kl
 from .models.svg import CVAE
-from .runtime import autocast, choose_precision, derive_seed, grad_scaler, keep_freed_memory, seed_everything
+from .runtime import (SeedStream, autocast, choose_precision, derive_seed, grad_scaler, keep_freed_memory,
+                      seed_everything)
 from .schedules import kl_weight, learning_rate, teacher_forcing_ratio
 from .tblog import TrainingLog
 
 KEEP_PICTURES = 5
-_LOADER_STREAM = 3   # derive_seed tag of the training loader's generator (distributed.py uses 1 and 2)
 
 
 def resolve_data_root(cfg: TrainConfig) -> Path:
@@ -115,12 +115,15 @@ def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, *, beta: float
     # recon and kl: sums over steps (see CVAE.forward); free bits: a step's KL below the floor costs nothing
     kl = kl_term(out, cfg)
     loss = out["recon"] + beta * kl + out.get("points", 0.0)   # points: with motion_points, see CVAE.forward
+    if cfg.point_smoothness > 0 and "point_accel" in out:
+        loss = loss + cfg.point_smoothness * out["point_accel"]
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()   # before the check, so that under DDP every rank runs the same collectives
     n_steps = x.shape[1] - 1
     logs = {"loss": loss.item(), "mse": out["recon"].item() / n_steps, "kl": out["kl"].item() / n_steps}
-    if "points" in out:   # the point loss per step, with motion_points
+    if "points" in out:   # the point loss and the found points' acceleration per step, with motion_points
         logs["points"] = out["points"].item() / n_steps
+        logs["point_accel"] = out["point_accel"].item() / (n_steps - 1)
     # the global batch's: a non-finite loss on any rank skips the step on all of them, whose gradients DDP shares
     logs = distributed.average_logs(logs, world)
     if not math.isfinite(logs["loss"]):
@@ -457,15 +460,17 @@ def _run_precision(cfg: TrainConfig, model: CVAE, world: distributed.World, ckpt
 
 def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
     """The ``epoch_size`` optimizer steps of ``epoch``; returns the epoch's training numbers: mean loss, mse and
-    kl (and with ``motion_points`` the point loss per step, ``points``) over the batches that counted, the last step's beta, the epoch's tfr, and the batches skipped."""
+    kl (and with ``motion_points`` the point loss and the found points' acceleration per step, ``points`` and
+    ``point_accel``) over the batches that counted, the last step's beta, the epoch's tfr, and the batches skipped."""
     cfg, state = run.cfg, run.state
     run.sampler.set_epoch(epoch)
     # the loader draws its workers' seeds from its generator: a function of (seed, epoch), as resume needs
-    run.loader.generator.manual_seed(derive_seed(cfg.seed, _LOADER_STREAM, epoch, run.world.rank))
+    run.loader.generator.manual_seed(derive_seed(cfg.seed, SeedStream.LOADER, epoch, run.world.rank))
     distributed.seed_epoch(cfg.seed, epoch, run.world)
     tf_generator = distributed.teacher_forcing_generator(cfg, epoch, run.world)
     tfr = teacher_forcing_ratio(epoch, cfg.tfr, cfg.tfr_start_decay_epoch, cfg.tfr_decay_step, cfg.tfr_lower_bound)
-    sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0, **({"points": 0.0} if run.model.motion_points is not None else {})}
+    points = ("points", "point_accel") if run.model.motion_points is not None else ()
+    sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0, **dict.fromkeys(points, 0.0)}
     n_good = skipped = 0
     beta = None   # the last step's; an epoch always has epoch_size >= 1 steps
     bar = tqdm(run.loader, total=cfg.epoch_size, desc=f"epoch {epoch + 1}/{cfg.niter}", leave=False,
@@ -536,7 +541,7 @@ def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool,
         val = validate(run)
     val_psnr = val["val_psnr"]
     record = {"epoch": epoch, "step": state.step, **{k: stats[k] for k in ("loss", "mse", "kl", "beta", "tfr", "lr")},
-              **({"points": stats["points"]} if "points" in stats else {}),
+              **{k: stats[k] for k in ("points", "point_accel") if k in stats},
               **val, "skipped_nonfinite": stats["skipped_nonfinite"],
               "seconds": seconds, "epoch_seconds": None}
     state.records.append(record)   # plain numbers only: nothing grows with the run but this list of floats

@@ -226,6 +226,6 @@ def test_the_point_loss_is_logged_per_epoch_with_motion_points(none_run, frames_
                        "--output", "compose", "--motion_points", "2", "--motion_points_width", "8", "--niter", "1",
                        "--epoch_size", "2", "--n_pictures", "0", *TINY_FLAGS]) == 0
     record = json.loads((log_dir / "metrics.jsonl").read_text().splitlines()[-1])
-    assert record["points"] > 0
+    assert record["points"] > 0 and record["point_accel"] > 0
     assert load_checkpoint(log_dir / "last.pt")["model_config"]["motion_points_width"] == 8
     assert "points" not in json.loads((none_run / "metrics.jsonl").read_text().splitlines()[-1])

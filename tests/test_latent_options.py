@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cvae_video.config import TrainConfig
+from cvae_video.errors import ConfigError
 from cvae_video.models import ModelConfig, svg
 from cvae_video.train import kl_term
 from helpers import tiny_model
@@ -189,6 +190,44 @@ def test_the_training_loss_includes_the_point_loss():
     assert logs["loss"] > logs["mse"] * 4 + 0.2   # 4 steps, each with its points 0.5 off
     assert logs["points"] > 0.2 and logs["loss"] == pytest.approx(4 * (logs["mse"] + logs["points"]))   # per step
     assert model.point_head.weight.grad.abs().sum() > 0
+
+
+def test_the_found_points_acceleration_is_their_second_difference():
+    model = _motion_points_model()
+    B, L, K = 3, 6, model.cfg.motion_points
+    h = torch.zeros(B, L, model.cfg.g_dim + 2 * K)
+    t = torch.arange(L, dtype=torch.float32)
+    h[..., -2 * K:] = (0.1 * t[:, None] - 0.3) * torch.linspace(-1, 1, 2 * K)   # steady motion: no acceleration
+    assert model.point_acceleration(h).item() == pytest.approx(0.0, abs=1e-10)
+    h[:, 3, -1] += 0.4   # one coordinate jumps at frame 3 and back: second differences 0.4, -0.8, 0.4 around it
+    assert model.point_acceleration(h).item() == pytest.approx(6 * 0.4 ** 2 / (2 * K))
+    x = _frames(T=5)
+    out = model(x, None, 2)
+    assert out["point_accel"].item() == pytest.approx(model.point_acceleration(model.encode(x)[0]).item())
+
+
+def test_point_smoothness_adds_the_weighted_acceleration_and_teaches_the_finder():
+    from cvae_video.runtime import autocast, grad_scaler
+    from cvae_video.train import build_optimizer, train_step
+    batch = {"frames": (_frames(T=5) * 255).to(torch.uint8), "cond": torch.zeros(2, 5, 0)}
+    runs = {}
+    for weight in (0.0, 2.0):
+        cfg = TrainConfig(model=ModelConfig(condition="none", output="compose", motion_points=2),
+                          point_smoothness=weight)
+        torch.manual_seed(0)
+        model = _motion_points_model()
+        optimizer = build_optimizer(cfg, model.parameters())
+        optimizer.step = lambda *a, **k: None
+        torch.manual_seed(1)
+        logs = train_step(model, optimizer, grad_scaler(torch.device("cpu"), "fp32"), batch, cfg, beta=0.0,
+                          tfr=1.0, device=torch.device("cpu"), amp=autocast(torch.device("cpu"), "fp32"))
+        runs[weight] = logs, model.motion_points.points.conv.weight.grad.clone()
+    (plain, g0), (smooth, g2) = runs[0.0], runs[2.0]
+    assert plain["point_accel"] == smooth["point_accel"] > 0   # logged per step (3 of the 4 steps have one)
+    assert smooth["loss"] == pytest.approx(plain["loss"] + 2.0 * 3 * plain["point_accel"])
+    assert not torch.allclose(g0, g2)
+    with pytest.raises(ConfigError, match="point_smoothness"):
+        TrainConfig(point_smoothness=-1.0).validate()
 
 
 @pytest.mark.parametrize("prior", ["fixed", "learned"])

@@ -20,6 +20,8 @@ from . import layout
 from .packed import PackedSplit, open_packed
 from .problems import scan_trajectory, too_short
 
+BAD_SAMPLE_POLICIES = ("error", "skip")   # on_bad_sample: stop at a bad trajectory, or train without it
+
 
 def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
     """An item's (or batch's) uint8 frames (..., C, H, W) -> float32 in [0, 1], what the model takes."""
@@ -83,8 +85,8 @@ class VideoDataset(Dataset):
     def __init__(self, root: str | os.PathLike, split: str, seq_len: int, stats: ConditionStats | None = None,
                  image_size: int = layout.IMAGE_SIZE, use_packed: bool | None = None, check_frames: bool = False,
                  on_bad_sample: str = "error", with_conditions: bool = True):
-        if on_bad_sample not in ("error", "skip"):
-            raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
+        if on_bad_sample not in BAD_SAMPLE_POLICIES:
+            raise ValueError(f"on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, got {on_bad_sample!r}")
         self.root, self.split, self.seq_len, self.image_size = Path(root), split, seq_len, image_size
         self.with_conditions = with_conditions
         self.skipped: dict[Path, str] = {}

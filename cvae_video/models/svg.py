@@ -376,6 +376,15 @@ class CVAE(nn.Module):
         err = (self.step_points(h_prev, g, z) - self.points_of(h_next).detach().float()) ** 2
         return err.mean(-1).mean(0).reshape(-1)
 
+    def point_acceleration(self, h: torch.Tensor) -> torch.Tensor:
+        """How much the points found in frames (h (B, L, h_dim)) change their motion from frame to frame: the squared
+        second difference p_{t+1} - 2 p_t + p_{t-1}, mean over the batch and the points, summed over the L - 2
+        frames that have one. A point that follows a thing moves smoothly; one that jumps between things (a soft
+        argmax over a map with two peaks) is what no step of the points can predict. The gradient reaches the
+        point finder."""
+        p = self.points_of(h).float()
+        return ((p[:, 2:] - 2 * p[:, 1:-1] + p[:, :-2]) ** 2).mean((0, 2)).sum()
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """x (B, L, C, H, W) -> h (B, L, g_dim) and skips [(B, L, c_i, h_i, w_i)] in one encoder call; each frame's
         change for ``motion_points`` is from the frame before it (none for the first)."""
@@ -567,6 +576,7 @@ class CVAE(nn.Module):
                "x_hat": x_hat}
         if point_err:   # squared error of the predicted points against the found ones, summed over steps
             out["points"] = torch.cat(point_err).sum()
+            out["point_accel"] = self.point_acceleration(h)
         if self.prior is not None:   # for a loss that treats the prior's and the posterior's sides apart
             out["q"], out["p"] = (mu_q, logvar_q), (mu_p, logvar_p)
         return out
