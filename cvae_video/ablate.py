@@ -41,7 +41,8 @@ from .runtime import keep_freed_memory
 
 
 @dataclass
-class Run:
+class StudyRun:
+    """One run of a study: its id, the training config it runs, and how that differs from the base."""
     run_id: str
     cfg: config_mod.TrainConfig
     diff: dict
@@ -108,10 +109,10 @@ def _value_text(key: str, value) -> str:
     return ", ".join(f"{k} = {v}" for k, v in items)
 
 
-def plan_runs(base: dict, factors: list[Factor], out: Path) -> tuple[dict[str, Run], dict[str, list[str]]]:
+def plan_runs(base: dict, factors: list[Factor], out: Path) -> tuple[dict[str, StudyRun], dict[str, list[str]]]:
     """Distinct runs, and for each factor the run id of each of its values."""
     base_flat = config_mod.from_dict(base, "study base").flat()
-    runs: dict[str, Run] = {}
+    runs: dict[str, StudyRun] = {}
     by_factor: dict[str, list[str]] = {}
     for f in factors:
         ids = []
@@ -121,7 +122,7 @@ def plan_runs(base: dict, factors: list[Factor], out: Path) -> tuple[dict[str, R
             diff = {k: v for k, v in cfg.flat().items() if v != base_flat[k]}
             run_id = "base" if not diff else _slug("_".join(f"{k}={v}" for k, v in sorted(diff.items())))
             cfg.log_dir = str(out / run_id)
-            runs.setdefault(run_id, Run(run_id, cfg, diff))
+            runs.setdefault(run_id, StudyRun(run_id, cfg, diff))
             ids.append(run_id)
         by_factor[f.name] = ids
     return runs, by_factor
@@ -133,7 +134,7 @@ def _config_digest(cfg: config_mod.TrainConfig) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def execute(run: Run, n_samples: int, gif_indices: list[int], eval_batch_size: int, progress: bool,
+def execute(run: StudyRun, *, n_samples: int, gif_indices: list[int], eval_batch_size: int, progress: bool,
             lpips: bool = False, lpips_weights: str = "", checkpoint: str = "best") -> dict:
     """Train (or resume), evaluate and draw one run; returns its done.json record. ``checkpoint``: which of the
     run's checkpoints is evaluated and drawn, ``"best"`` (by validation PSNR of one sample) or ``"last"``."""
@@ -235,7 +236,7 @@ def _units(numbers: dict) -> str:
     return "-" if numbers["active_units"] is None else f"{numbers['active_units']} of {numbers['z_dim']}"
 
 
-def write_report(study_path: Path, out: Path, report_dir: Path, runs: dict[str, Run],
+def write_report(study_path: Path, out: Path, report_dir: Path, runs: dict[str, StudyRun],
                  by_factor: dict[str, list[str]], factors: list[Factor], checkpoint: str = "best") -> Path:
     """report.md and its figures in ``report_dir``; figures and GIFs are copied there so the folder stands alone."""
     from .viz import plot_eval_per_frame, plot_runs
@@ -323,8 +324,9 @@ def ablate(study: str | Path, out: str | Path, report_dir: str | Path | None = N
     if progress:
         print(f"study {study}: {len(runs)} runs ({', '.join(runs)}) in {out}", flush=True)
     for run in runs.values():
-        execute(run, settings["n_samples"], settings["gif_indices"], settings["eval_batch_size"], progress,
-                settings["lpips"], settings["lpips_weights"], settings["checkpoint"])
+        execute(run, n_samples=settings["n_samples"], gif_indices=settings["gif_indices"],
+                eval_batch_size=settings["eval_batch_size"], progress=progress, lpips=settings["lpips"],
+                lpips_weights=settings["lpips_weights"], checkpoint=settings["checkpoint"])
     return write_report(study, out, Path(report_dir or out), runs, by_factor, factors, settings["checkpoint"])
 
 

@@ -5,14 +5,19 @@ Every file cvae_video writes for later (checkpoints, configs, logs, pictures, re
 file is renamed over the target. A process killed at any moment leaves the old file or the new one, never a mix,
 and at worst a ``.<name>.<pid>.<random>.tmp`` file that :func:`remove_stale_temp_files` deletes. The new file has
 the permissions of any file the user creates (``0666`` less the umask), not the private ``0600`` of ``mkstemp``.
+A folder that is written file by file (a generated data set, a packed cache) is filled in a temporary sibling and
+renamed into place by :func:`atomic_folder`, with the user's normal permissions too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
-from collections.abc import Callable
+import shutil
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,6 +56,55 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, value, indent: int | None = 2) -> Path:
     """``value`` as JSON (and a final newline) into ``path``, atomically."""
     return atomic_write_text(path, json.dumps(value, indent=indent) + "\n")
+
+
+def partial_prefix(folder: Path) -> str:
+    """The name prefix of :func:`atomic_folder`'s temporary siblings of ``folder``."""
+    return f".{folder.name}.partial-"
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
+    """A new empty folder beside ``folder`` to fill; when the block ends it is renamed to ``folder`` in one step, and
+    if the block raises it is deleted. Readers see the old folder or the new one, never a half-written one.
+
+    ``replace``: an existing ``folder`` is moved aside and deleted once the new one is in place (a reader that
+    holds a file of it open keeps valid data). Without it the rename fails (OSError) if a non-empty ``folder``
+    exists by then, e.g. written meanwhile by another process. The temporary folder is named after this process,
+    so that :func:`remove_abandoned` can delete those of writers that died; it is made with ``mkdir`` (the
+    umask's permissions), not ``mkdtemp`` (``0700``).
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(folder.parent, partial_prefix(folder))
+    tmp = folder.parent / f"{partial_prefix(folder)}{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if replace and folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}-{time.time_ns()}")
+            os.rename(folder, old)
+            os.rename(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_abandoned(parent: Path, prefix: str) -> None:
+    """Delete folders ``parent/<prefix><pid>-...`` left by writers on this machine whose process no longer runs."""
+    for tmp in Path(parent).glob(prefix + "*"):
+        pid = tmp.name[len(prefix):].split("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:  # alive, owned by someone else
+            pass
 
 
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 
-def teacher_forcing_ratio(epoch: int, tfr: float, start_decay_epoch: int, decay_step: float,
+def teacher_forcing_ratio(epoch: int, *, tfr: float, start_decay_epoch: int, decay_step: float,
                           lower_bound: float) -> float:
     """Teacher-forcing probability for a (zero-based) epoch.
 
@@ -16,7 +16,7 @@ def teacher_forcing_ratio(epoch: int, tfr: float, start_decay_epoch: int, decay_
     return max(min(lower_bound, tfr), value)
 
 
-def kl_weight(step: int, total_steps: int, cyclical: bool, ratio: float, n_cycles: int,
+def kl_weight(step: int, *, total_steps: int, cyclical: bool, ratio: float, n_cycles: int,
               max_weight: float = 1.0) -> float:
     """KL weight beta for a (zero-based) global iteration.
 
@@ -29,7 +29,7 @@ def kl_weight(step: int, total_steps: int, cyclical: bool, ratio: float, n_cycle
     return max_weight * min(1.0, position / ratio)
 
 
-def learning_rate(step: int, total_steps: int, base_lr: float, schedule: str = "constant",
+def learning_rate(step: int, *, total_steps: int, base_lr: float, schedule: str = "constant",
                   final_ratio: float = 0.05) -> float:
     """Learning rate for a (zero-based) global iteration.
 

@@ -468,7 +468,8 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
     run.loader.generator.manual_seed(derive_seed(cfg.seed, SeedStream.LOADER, epoch, run.world.rank))
     distributed.seed_epoch(cfg.seed, epoch, run.world)
     tf_generator = distributed.teacher_forcing_generator(cfg, epoch, run.world)
-    tfr = teacher_forcing_ratio(epoch, cfg.tfr, cfg.tfr_start_decay_epoch, cfg.tfr_decay_step, cfg.tfr_lower_bound)
+    tfr = teacher_forcing_ratio(epoch, tfr=cfg.tfr, start_decay_epoch=cfg.tfr_start_decay_epoch,
+                                decay_step=cfg.tfr_decay_step, lower_bound=cfg.tfr_lower_bound)
     points = ("points", "point_accel") if run.model.motion_points is not None else ()
     sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0, **dict.fromkeys(points, 0.0)}
     n_good = skipped = 0
@@ -477,9 +478,10 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
                disable=not progress, dynamic_ncols=True)
     for batch in _stop_on_bad_frame(bar, lambda: _last_good_text(run.last_good, state.step)):
         for group in run.optimizer.param_groups:
-            group["lr"] = learning_rate(state.step, state.kl_total_steps, cfg.lr, cfg.lr_schedule)
-        beta = kl_weight(state.step, state.kl_total_steps, cfg.kl_anneal_cyclical, cfg.kl_anneal_ratio,
-                         cfg.kl_anneal_cycle, cfg.kl_weight_max)
+            group["lr"] = learning_rate(state.step, total_steps=state.kl_total_steps, base_lr=cfg.lr,
+                                        schedule=cfg.lr_schedule)
+        beta = kl_weight(state.step, total_steps=state.kl_total_steps, cyclical=cfg.kl_anneal_cyclical,
+                         ratio=cfg.kl_anneal_ratio, n_cycles=cfg.kl_anneal_cycle, max_weight=cfg.kl_weight_max)
         logs = train_step(run.step_model, run.optimizer, run.scaler, batch, cfg, beta=beta, tfr=tfr,
                           device=run.device, amp=run.amp, tf_generator=tf_generator, world=run.world)
         state.step += 1

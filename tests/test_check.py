@@ -24,11 +24,11 @@ LAYOUT_KINDS = {"missing_split", "empty_split", "empty_group", "stray_entry"}
 clean_root, root = breakable_data("check", T, 6, 2, 2, seed=1)   # the data set, and a fresh copy per test to break
 
 
-def _scan(root: Path, **kw) -> check.Report:
+def _scan(root: Path, **kw) -> check.ScanReport:
     return check.scan_dataset(root, progress=False, **kw)
 
 
-def _found(report: check.Report, root: Path) -> list[tuple[str, str]]:
+def _found(report: check.ScanReport, root: Path) -> list[tuple[str, str]]:
     return [(p.kind, Path(p.path).relative_to(root).as_posix()) for p in report.problems]
 
 
@@ -159,7 +159,7 @@ def test_cli_rejects_bad_flags(clean_root, capsys):
     assert "--min_frames" in capsys.readouterr().err
 
 
-def _unusable(report: check.Report, trajectories: list[Path]) -> set[Path]:
+def _unusable(report: check.ScanReport, trajectories: list[Path]) -> set[Path]:
     return {t for t in trajectories if any(p.fatal and Path(p.path).is_relative_to(t) for p in report.problems)}
 
 

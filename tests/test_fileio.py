@@ -5,7 +5,8 @@ import stat
 
 import pytest
 
-from cvae_video.fileio import BadFile, atomic_write, atomic_write_json, atomic_write_text, read_json, \
+from cvae_video.data import pack, synth
+from cvae_video.fileio import BadFile, atomic_folder, atomic_write, atomic_write_json, atomic_write_text, read_json, \
     read_json_lines, remove_stale_temp_files
 
 
@@ -17,6 +18,36 @@ def test_written_files_get_the_users_normal_permissions(tmp_path):
         os.umask(old)
     assert path.read_text() == "hello"
     assert stat.S_IMODE(path.stat().st_mode) == 0o644      # mkstemp would give 0600
+
+
+def test_generated_and_packed_data_sets_get_the_users_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        root = tmp_path / "world"
+        synth.write_dataset(root, 2, 1, 1, seed=0, progress=False)
+        pack.pack(root, ["train"], progress=False)
+    finally:
+        os.umask(old)
+    for folder in (root, root / "train", pack.packed_dir(root, "train")):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder   # mkdtemp would give 0700
+
+
+def test_a_folder_appears_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "set"
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as tmp:
+            (tmp / "half").write_text("of the files")
+            raise RuntimeError("disk full")
+    assert list(tmp_path.iterdir()) == []                   # nothing published, the temporary folder gone
+    with atomic_folder(target) as tmp:
+        (tmp / "a").write_text("old")
+    with pytest.raises(OSError):                            # a non-empty folder is not replaced unless asked
+        with atomic_folder(target) as tmp:
+            (tmp / "b").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["a"]
+    with atomic_folder(target, replace=True) as tmp:
+        (tmp / "b").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["b"] and list(tmp_path.iterdir()) == [target]
 
 
 def test_a_failing_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):

@@ -76,8 +76,9 @@ def test_resume_forms_and_extending_niter(runs, tmp_path, capsys):
     assert without_seconds(records[:NITER]) == without_seconds(metrics(runs[0]))
     # the KL schedule keeps the horizon of the run as first started (niter 2), not the extended one
     last_step = records[-1]["step"] - 1
-    assert records[-1]["beta"] == kl_weight(last_step, NITER * EPOCH_SIZE, False, 1.0, 4)
-    assert records[-1]["beta"] != kl_weight(last_step, (NITER + 1) * EPOCH_SIZE, False, 1.0, 4)
+    assert records[-1]["beta"] == kl_weight(last_step, total_steps=NITER * EPOCH_SIZE, cyclical=False, ratio=1.0, n_cycles=4)
+    assert records[-1]["beta"] != kl_weight(last_step, total_steps=(NITER + 1) * EPOCH_SIZE, cyclical=False, ratio=1.0,
+                                         n_cycles=4)
     assert config_mod.load_toml(run / "config.toml")["niter"] == NITER + 1
     capsys.readouterr()
     # --resume CKPT and bare --resume with --log_dir: nothing left to do, said so, nothing changed

@@ -1,3 +1,5 @@
+from functools import partial
+
 import pytest
 
 from cvae_video.schedules import kl_weight, teacher_forcing_ratio
@@ -14,7 +16,7 @@ def test_teacher_forcing_holds_then_decays_to_lower_bound():
 
 
 def test_teacher_forcing_without_decay_is_constant():
-    assert teacher_forcing_ratio(50, 0.5, 0, 0.0, 0.0) == 0.5
+    assert teacher_forcing_ratio(50, tfr=0.5, start_decay_epoch=0, decay_step=0.0, lower_bound=0.0) == 0.5
 
 
 def test_monotonic_kl_rises_over_ratio_then_stays():
@@ -23,7 +25,7 @@ def test_monotonic_kl_rises_over_ratio_then_stays():
     assert f(100) == pytest.approx(0.5)
     assert f(200) == pytest.approx(1.0)
     assert f(999) == pytest.approx(1.0)
-    assert kl_weight(100, 1000, False, 0.2, 4, max_weight=1e-4) == pytest.approx(0.5e-4)
+    assert kl_weight(100, total_steps=1000, cyclical=False, ratio=0.2, n_cycles=4, max_weight=1e-4) == pytest.approx(0.5e-4)
 
 
 def test_cyclical_kl_restarts_every_cycle():
@@ -45,15 +47,16 @@ def test_schedules_at_their_edges():
     f = lambda s: kl_weight(s, total_steps=1000, cyclical=True, ratio=1.0, n_cycles=3)
     assert f(333) == pytest.approx(333 / (1000 / 3)) and f(334) == pytest.approx(1 / (1000 / 3), abs=1e-3)
     # the weight is reached exactly at the end of the rise, and a zero maximum switches the KL term off
-    assert kl_weight(500, 1000, False, 0.5, 1) == 1.0 and kl_weight(499, 1000, False, 0.5, 1) < 1.0
-    assert kl_weight(700, 1000, False, 0.5, 1, max_weight=0.0) == 0.0
+    monotonic = partial(kl_weight, total_steps=1000, cyclical=False, ratio=0.5, n_cycles=1)
+    assert monotonic(500) == 1.0 and monotonic(499) < 1.0
+    assert monotonic(700, max_weight=0.0) == 0.0
 
 
 def test_learning_rate_schedules():
     from cvae_video.schedules import learning_rate
-    assert learning_rate(500, 1000, 0.002) == 0.002
-    assert learning_rate(0, 1000, 0.002, "cosine") == pytest.approx(0.002)
-    assert learning_rate(500, 1000, 0.002, "cosine") == pytest.approx(0.002 * (0.05 + 0.95 * 0.5))
-    assert learning_rate(1000, 1000, 0.002, "cosine") == pytest.approx(0.002 * 0.05)
+    assert learning_rate(500, total_steps=1000, base_lr=0.002) == 0.002
+    assert learning_rate(0, total_steps=1000, base_lr=0.002, schedule="cosine") == pytest.approx(0.002)
+    assert learning_rate(500, total_steps=1000, base_lr=0.002, schedule="cosine") == pytest.approx(0.002 * (0.05 + 0.95 * 0.5))
+    assert learning_rate(1000, total_steps=1000, base_lr=0.002, schedule="cosine") == pytest.approx(0.002 * 0.05)
     with pytest.raises(ValueError):
-        learning_rate(0, 10, 0.1, "linear")
+        learning_rate(0, total_steps=10, base_lr=0.1, schedule="linear")

@@ -1,11 +1,8 @@
-"""Running data-writing tasks, in parallel when asked, with one progress bar; cleaning up after dead writers."""
+"""Running data-writing tasks, in parallel when asked, with one progress bar."""
 
 from __future__ import annotations
 
 import multiprocessing
-import os
-import shutil
-from pathlib import Path
 from typing import Callable, Sequence
 
 
@@ -27,29 +24,18 @@ def process_pool(workers: int):
     return multiprocessing.get_context(method).Pool(workers)
 
 
-def run_with_progress(func: Callable[..., int], tasks: Sequence[tuple], workers: int, bar) -> None:
-    """Call ``func(*task)`` for every task and advance ``bar`` by each returned count.
+def run_with_progress(func: Callable, tasks: Sequence[tuple], workers: int, bar,
+                      count: Callable[[object], int] = int) -> None:
+    """Call ``func(*task)`` for every task and advance ``bar`` by ``count`` of each result (by default the result
+    is the count), in the order the tasks finish. ``count`` runs in this process, so it may gather the results.
 
-    With ``workers > 1`` the tasks run in a :func:`process_pool`; ``func`` must be a module-level function.
+    With ``workers > 1`` the tasks run in a :func:`process_pool` (started after the bar, like the tasks in this
+    process); ``func`` must be a module-level function.
     """
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
-            bar.update(func(*task))
+            bar.update(count(func(*task)))
         return
     with process_pool(min(workers, len(tasks))) as pool:
-        for n in pool.imap_unordered(_star, [(func, task) for task in tasks]):
-            bar.update(n)
-
-
-def remove_abandoned(parent: Path, prefix: str) -> None:
-    """Delete folders ``parent/<prefix><pid>-...`` left by writers on this machine whose process no longer runs."""
-    for tmp in parent.glob(prefix + "*"):
-        pid = tmp.name[len(prefix):].split("-")[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        except PermissionError:  # alive, owned by someone else
-            pass
+        for result in pool.imap_unordered(_star, [(func, task) for task in tasks]):
+            bar.update(count(result))

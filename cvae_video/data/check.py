@@ -64,7 +64,7 @@ EXAMPLES = 3
 CONDITIONS = ("full", "actions", "positions", "none")
 
 @dataclass
-class Report:
+class ScanReport:
     """What ``scan_dataset`` found. ``bad_trajectories`` have a fatal problem; ``flagged_trajectories`` any."""
     root: str
     splits: tuple[str, ...]
@@ -133,13 +133,13 @@ def _visible(name: str) -> bool:
 
 def scan_dataset(root: str | os.PathLike, splits: tuple[str, ...] = layout.SPLITS,
                  image_size: int = layout.IMAGE_SIZE, min_frames: int = 1, check_images: bool = True,
-                 decode: bool = True, progress: bool = True, with_conditions: bool = True) -> Report:
+                 decode: bool = True, progress: bool = True, with_conditions: bool = True) -> ScanReport:
     """Scan the layout and every trajectory of ``splits`` under ``root``; see the module doc for what is checked.
     ``with_conditions=False``: the frames alone, as the reader of a model with ``condition = "none"``."""
     start = time.perf_counter()
     root = Path(root)
     images = ("decoded" if decode else "checksums") if check_images else "not checked"
-    report = Report(str(root), tuple(splits), images, conditions=with_conditions)
+    report = ScanReport(str(root), tuple(splits), images, conditions=with_conditions)
     trajectories: list[Path] = []
     for split in splits:
         trajs, problems = _scan_layout(root, split)
@@ -161,7 +161,7 @@ def scan_dataset(root: str | os.PathLike, splits: tuple[str, ...] = layout.SPLIT
 # Printing and the command line
 
 
-def format_report(report: Report, examples: int = EXAMPLES) -> str:
+def format_report(report: ScanReport, examples: int = EXAMPLES) -> str:
     """Human-readable summary: a count and the first ``examples`` problems per kind, paths relative to the root."""
     scanned = (f"{report.root}: {report.trajectories} trajectories, {report.frames} frames in "
                f"{', '.join(report.splits)} (images {report.images}, "

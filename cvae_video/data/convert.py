@@ -46,7 +46,7 @@ from tqdm import tqdm
 from ..errors import ConfigError, DataError
 from ..fileio import atomic_write_json
 from . import tfrecord
-from ._pool import process_pool
+from ._pool import run_with_progress
 from .layout import ACTION_DIM, IMAGE_SIZE, POSITION_DIM, natural_key, write_trajectory
 
 IMAGE_KEY = "{}/image_aux1/encoded"
@@ -116,7 +116,7 @@ class Job:
 
 
 @dataclass
-class Report:
+class ConversionReport:
     """What a conversion did. ``written`` counts new trajectories per split."""
 
     written: dict[str, int] = field(default_factory=lambda: {"train": 0, "validate": 0, "test": 0})
@@ -152,7 +152,7 @@ def group_name(path: Path) -> str:
 
 
 def plan(sources: dict[str, list[Path]], validate_count: int, skip_corrupt: bool, check_crc: bool,
-         report: Report) -> list[Job]:
+         report: ConversionReport) -> list[Job]:
     """Index every file (headers only) and cut the records into jobs with their destination split."""
     jobs: list[Job] = []
     n_train = 0
@@ -200,10 +200,10 @@ def _check_manifest(out_root: Path, source: Path, validate_count: int) -> None:
 # Converting
 
 
-def _convert_job(args: tuple[Job, str, bool, bool]) -> Report:
+def _convert_job(args: tuple[Job, str, bool, bool]) -> ConversionReport:
     """Write the trajectories of one job that are not there yet. Runs in a worker process."""
     job, out_root, skip_corrupt, check_crc = args
-    report = Report()
+    report = ConversionReport()
     with open(job.path, "rb") as f:
         for span, split in job.records:
             group_dir = Path(out_root) / split / job.group
@@ -232,36 +232,32 @@ def _convert_job(args: tuple[Job, str, bool, bool]) -> Report:
 
 
 def convert(tfrecords_dir: str | os.PathLike, out_root: str | os.PathLike, validate_count: int = 256,
-            workers: int = 1, skip_corrupt: bool = False, check_crc: bool = True, progress: bool = True) -> Report:
+            workers: int = 1, skip_corrupt: bool = False, check_crc: bool = True, progress: bool = True
+            ) -> ConversionReport:
     """Convert the BAIR TFRecord release under ``tfrecords_dir`` into the layout under ``out_root``."""
     if validate_count < 0:
         raise ConfigError(f"--validate_count must be >= 0, got {validate_count}")
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     start = time.perf_counter()
-    report = Report()
+    report = ConversionReport()
     sources = find_sources(tfrecords_dir)
     jobs = plan(sources, validate_count, skip_corrupt, check_crc, report)
     out_root = Path(out_root)
     _check_manifest(out_root, Path(tfrecords_dir), validate_count)
     tasks = [(job, str(out_root), skip_corrupt, check_crc) for job in jobs]
     total = sum(len(job.records) for job in jobs)
-    pool = process_pool(workers) if workers > 1 else None
-    try:
-        parts = pool.imap_unordered(_convert_job, tasks) if pool else map(_convert_job, tasks)
-        with tqdm(total=total, unit="rec", desc="convert", disable=not progress, dynamic_ncols=True) as bar:
-            for part in parts:
-                for split, n in part.written.items():
-                    report.written[split] += n
-                report.existing += part.existing
-                report.skipped.extend(part.skipped)
-                for message in part.skipped:
-                    bar.write(f"skipped: {message}")
-                bar.update(part.n_written + part.existing + len(part.skipped))
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+    with tqdm(total=total, unit="rec", desc="convert", disable=not progress, dynamic_ncols=True) as bar:
+        def gather(part: ConversionReport) -> int:   # one job's report into the whole; the records it went through
+            for split, n in part.written.items():
+                report.written[split] += n
+            report.existing += part.existing
+            report.skipped.extend(part.skipped)
+            for message in part.skipped:
+                bar.write(f"skipped: {message}")
+            return part.n_written + part.existing + len(part.skipped)
+
+        run_with_progress(_convert_job, [(task,) for task in tasks], workers, bar, count=gather)
     report.seconds = time.perf_counter() - start
     return report
 

@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +45,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
+from ..fileio import atomic_folder
 from . import layout
-from ._pool import remove_abandoned, run_with_progress
+from ._pool import run_with_progress
 from .packed import CONDITIONS_FILE, FORMAT, FRAMES_FILE, INDEX_FILE, check_packed, packed_dir, \
     trajectory_fingerprint
 
@@ -117,11 +116,7 @@ def pack_split(root: str | os.PathLike, split: str, image_size: int = layout.IMA
     total = offset
 
     folder = packed_dir(root, split)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(folder.parent, split)
-    tmp = folder.parent / f".{split}.partial-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()  # not mkdtemp: the cache gets the umask's permissions, like the data set beside it
-    try:
+    with atomic_folder(folder, replace=True) as tmp:   # readers holding the old map keep valid data
         frames = np.lib.format.open_memmap(tmp / FRAMES_FILE, mode="w+", dtype=np.uint8,
                                            shape=(total, image_size, image_size, 3))
         del frames  # filled through separate maps, by this process or by workers
@@ -135,29 +130,8 @@ def pack_split(root: str | os.PathLike, split: str, image_size: int = layout.IMA
                  "cond_dim": 0 if frames_only else layout.COND_DIM, "n_trajectories": len(items),
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "trajectories": items}
         (tmp / INDEX_FILE).write_text(json.dumps(index, separators=(",", ":")) + "\n", encoding="utf-8")
-        _publish(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return PackReport(split, len(items), total, time.perf_counter() - begin, folder=str(folder),
                       cond_dim=0 if frames_only else layout.COND_DIM)
-
-
-def _remove_abandoned(parent: Path, split: str) -> None:
-    """Delete temporary folders of ``split`` left by packers on this machine that no longer run."""
-    remove_abandoned(parent, f".{split}.partial-")
-
-
-def _publish(tmp: Path, folder: Path) -> None:
-    """Rename ``tmp`` to ``folder``, replacing an old cache. Readers holding the old map keep valid data."""
-    if folder.exists():
-        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(folder, old)
-        os.rename(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, folder)
 
 
 def pack(root: str | os.PathLike, splits: list[str] | None = None, image_size: int = layout.IMAGE_SIZE,

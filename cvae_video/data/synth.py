@@ -56,7 +56,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +64,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
+from ..fileio import atomic_folder
 from . import layout
-from ._pool import remove_abandoned, run_with_progress
+from ._pool import run_with_progress
 
 # bump when a change to the generator changes its output, so cached data sets are regenerated
 GENERATOR_VERSION = 1
@@ -618,41 +618,14 @@ def _write(out: Path, description: dict, cfg: SynthConfig, workers: int, progres
     chunk = 32  # trajectories per task
     tasks = [(split, a, min(a + chunk, n), n) for split, n in counts.items() for a in range(0, n, chunk)]
     begin = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_partial_prefix(out)}{os.getpid()}-", dir=out.parent))
-    try:
+    with atomic_folder(out, replace=overwrite) as tmp:
         for split in counts:
             (tmp / split).mkdir()
         args = [(str(tmp), split, a, b, n, seed, cfg) for split, a, b, n in tasks]
         with tqdm(total=sum(counts.values()), unit="traj", desc="push world", disable=not progress) as bar:
             run_with_progress(_write_range, args, workers, bar)
         (tmp / CONFIG_FILE).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
-        _publish(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {**description, "path": str(out), "seconds": time.perf_counter() - begin}
-
-
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished ``tmp`` folder to ``out``. Without ``overwrite`` this fails (OSError) if a non-empty
-    ``out`` appeared meanwhile, e.g. written by another process."""
-    if overwrite and out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}-{time.time_ns()}")
-        os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
-
-
-def _partial_prefix(out: Path) -> str:
-    return f".{out.name}.partial-"
-
-
-def _remove_abandoned(out: Path) -> None:
-    """Delete temporary folders of ``out`` left by writers on this machine that no longer run."""
-    remove_abandoned(out.parent, _partial_prefix(out))
 
 
 def cache_name(n_train: int, n_validate: int, n_test: int, seed: int, cfg: SynthConfig) -> str:
@@ -670,8 +643,6 @@ def ensure_synth_dataset(cache_dir: str | os.PathLike, n_train: int = N_TRAIN, n
     path = Path(cache_dir) / cache_name(n_train, n_validate, n_test, seed, cfg)
     if is_complete(path, n_train, n_validate, n_test, seed, cfg):
         return path
-    if path.parent.is_dir():
-        _remove_abandoned(path)
     if path.exists():
         shutil.rmtree(path)  # damaged or unfinished: this folder name belongs to the cache
     try:

@@ -411,7 +411,7 @@ class DCGANDecoder(_SkipDecoder):
         return self.last(torch.cat([x, skips[0], *self._cond_maps(c, skips[0].shape[-1], maps)], 1))
 
 
-def build_backbone(name: str, g_dim: int, channels: int = 3, width: float = 1.0, out_channels: int | None = None,
+def build_backbone(name: str, *, g_dim: int, channels: int = 3, width: float = 1.0, out_channels: int | None = None,
                    cond_channels: int = 0, map_channels: int = 0) -> tuple[nn.Module, nn.Module]:
     """Encoder and decoder; the decoder emits ``out_channels`` (default ``channels``) maps through a sigmoid and,
     with ``cond_channels`` > 0, takes a condition of that many numbers per frame spatially (see the module notes)."""

@@ -296,8 +296,9 @@ class CVAE(nn.Module):
         out_channels = cfg.channels + (2 + K if K else 1) if self.compose else cfg.channels
         self.columns = condition_columns(cfg.condition, cfg.cond_dim)
         blobs = cfg.keypoints or cfg.motion_points
-        self.encoder, self.decoder = build_backbone(cfg.backbone, cfg.g_dim, cfg.channels, cfg.width, out_channels,
-                                                    2 * self.drawn_dim, 2 * blobs)
+        self.encoder, self.decoder = build_backbone(
+            cfg.backbone, g_dim=cfg.g_dim, channels=cfg.channels, width=cfg.width, out_channels=out_channels,
+            cond_channels=2 * self.drawn_dim, map_channels=2 * blobs)
         self.keypoints = ConditionKeypoints(self.drawn_dim, blobs) if blobs else None
         self.motion_points = (MotionPoints(cfg.channels, cfg.motion_points, cfg.motion_points_width)
                               if cfg.motion_points else None)
