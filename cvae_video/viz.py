@@ -142,7 +142,7 @@ def plot_training_curves(records: Sequence[Mapping], path, title: str = "Trainin
 def training_curves_figure(records: Sequence[Mapping], title: str = "Training curves") -> Figure:
     """The figure of :func:`plot_training_curves`.
 
-    Keys used: epoch, loss, mse, kl, val_kl, beta, tfr, val_psnr; any may be missing or None in any record.
+    Keys used: epoch, loss, mse, kl, val_kl, points, beta, tfr, val_psnr; any may be missing or None in any record.
     Two panels sharing the epoch axis. Top: loss, MSE and KL on the left axis and validation PSNR (dB) on a
     right axis. KL is usually orders of magnitude above the per-pixel MSE, so the left axis turns logarithmic
     when the positive values span more than two decades; otherwise linear reads more easily. Bottom: the
@@ -158,7 +158,8 @@ def training_curves_figure(records: Sequence[Mapping], title: str = "Training cu
     handles = []
     loss_values = []
     for key, label, color in (("loss", "loss (total)", "black"), ("mse", "MSE (reconstruction)", "tab:blue"),
-                              ("kl", "KL", "tab:orange"), ("val_kl", "KL (validate)", "tab:red")):
+                              ("kl", "KL", "tab:orange"), ("val_kl", "KL (validate)", "tab:red"),
+                              ("points", "point loss", "tab:purple")):
         xs, ys = _series(records, key)
         if xs:
             handles += ax_loss.plot(xs, ys, color=color, marker=marker, ms=3, lw=1.5, label=label)
@@ -356,11 +357,15 @@ def save_gif(columns: Sequence, path, fps: float = 4, labels: Sequence[str] | No
 
 def plot_per_frame(curves: Mapping[str, object], path, ylabel: str, n_past: int,
                    title: str | None = None) -> Path:
-    """A metric (PSNR, SSIM) against the predicted frame for several methods, e.g. model mean, best-of-N, copy last.
+    """A metric (PSNR, SSIM) against the predicted frame for several methods, e.g. model mean, best-of-N, copy last
+    (:func:`per_frame_figure`), written to ``path`` as PNG."""
+    return _save_figure(per_frame_figure(curves, ylabel, n_past, title), path)
 
-    Each curve is (n_future,) values for frames n_past, n_past + 1, ... (zero-based frame index on the x axis), or
-    (n_sequences, n_future) per-sequence values: then the mean is drawn with its 95% confidence band.
-    """
+
+def per_frame_figure(curves: Mapping[str, object], ylabel: str, n_past: int, title: str | None = None) -> Figure:
+    """The figure of :func:`plot_per_frame`. Each curve is (n_future,) values for frames n_past, n_past + 1, ...
+    (zero-based frame index on the x axis), or (n_sequences, n_future) per-sequence values: then the mean is drawn
+    with its 95% confidence band."""
     from .metrics import mean_ci95
 
     fig = Figure(figsize=(7.0, 4.2), dpi=110, layout="constrained")
@@ -387,7 +392,7 @@ def plot_per_frame(curves: Mapping[str, object], path, ylabel: str, n_past: int,
     if curves:
         ax.legend(fontsize=9, framealpha=0.85)
     ax.set_title(title or f"{ylabel} per predicted frame")
-    return _save_figure(fig, path)
+    return fig
 
 
 def plot_eval_per_frame(methods: Mapping[str, Mapping], path, n_past: int, title: str | None = None) -> Path:

@@ -14,7 +14,7 @@ def _video(T, H=16, W=16, C=3, seed=0):
 
 def _records(n):
     return [dict(epoch=e, loss=1.0 / (e + 1), mse=0.01 / (e + 1), kl=20.0 / (e + 1), beta=min(1.0, e / 3),
-                 tfr=max(0.0, 1.0 - 0.1 * e), val_psnr=18.0 + e) for e in range(n)]
+                 tfr=max(0.0, 1.0 - 0.1 * e), val_psnr=18.0 + e, points=0.05 / (e + 1)) for e in range(n)]
 
 
 def _open(path):
@@ -47,7 +47,14 @@ def test_kl_weight_schedule_fills_its_axis_whatever_its_scale(beta_max, cyclical
 
 
 def test_training_curves_full_run(tmp_path):
-    path = viz.plot_training_curves(_records(12), tmp_path / "curves.png")
+    records = _records(12)
+    drawn = {line.get_label(): list(line.get_ydata()) for ax in viz.training_curves_figure(records).axes
+             for line in ax.get_lines()}
+    for key, label in (("loss", "loss (total)"), ("mse", "MSE (reconstruction)"), ("kl", "KL"),
+                       ("val_psnr", "validation PSNR (dB)"), ("points", "point loss")):
+        assert drawn[label] == pytest.approx([r[key] for r in records]), key
+    assert drawn["teacher-forcing ratio (last 0)"] == pytest.approx([r["tfr"] for r in records])
+    path = viz.plot_training_curves(records, tmp_path / "curves.png")
     fmt, size, _, _, _ = _open(path)
     assert fmt == "PNG" and size[0] > 300 and size[1] > 300
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]  # no temporary file left behind
@@ -163,6 +170,14 @@ def test_per_frame_plot(tmp_path):
         "model best-of-N": np.linspace(28, 24, 10),
         "copy last": [22.0] * 10,
     }
+    fig = viz.per_frame_figure(curves, ylabel="PSNR (dB)", n_past=2)
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines) == list(curves)
+    assert list(lines["model mean"].get_xdata()) == list(range(2, 12))          # frames after the given ones
+    assert list(lines["model mean"].get_ydata()) == pytest.approx(curves["model mean"].double().mean(0).tolist())
+    assert list(lines["copy last"].get_ydata()) == curves["copy last"]
+    assert len(ax.collections) == 1                                             # one band: the per-sequence curve
     path = viz.plot_per_frame(curves, tmp_path / "psnr.png", ylabel="PSNR (dB)", n_past=2)
     assert _open(path)[0] == "PNG"
     path = viz.plot_per_frame({"one frame": [0.8]}, tmp_path / "ssim.png", ylabel="SSIM", n_past=1)
