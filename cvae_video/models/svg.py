@@ -287,6 +287,24 @@ class ModelConfig:
         return len(condition_columns(self.condition, self.cond_dim))
 
 
+@dataclass
+class _Feedback:
+    """What :meth:`CVAE._feedback_steps` reads of a batch: its frames x and their encodings h, the ground truth's
+    skips, the latent samples z, the conditions and what is drawn, the rows taught by the ground truth (``keep``,
+    (B, 1)), the given frames' count, the fixed skip context, and the recurrent states after the first steps."""
+    x: torch.Tensor
+    h: torch.Tensor
+    skips: list
+    z: torch.Tensor
+    cond: torch.Tensor
+    drawn: torch.Tensor
+    keep: torch.Tensor
+    n_past: int
+    skip_in: list
+    p_state: object
+    prior_state: object
+
+
 class CVAE(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -506,7 +524,9 @@ class CVAE(nn.Module):
         h, skips = self.encode(x)                                   # (B, T, g), [(B, T, c, h, w)]
         mu_q, logvar_q = self._posterior_stats(h)                  # q(z_t | x_1..t), t = 1..T-1, or q(z | x)
         z = self._per_step(reparameterize(mu_q, logvar_q), T - 1)  # (B, T-1, z)
-        seq = self.cfg.latent == "sequence"
+        # what the decoder draws: the condition, or with motion_points the ground truth's points (an autoencoding
+        # path that teaches the point finder and the decoder; the predicted points learn from the point loss)
+        drawn = self.points_of(h) if self.motion_points is not None else cond
 
         # Steps whose input frame is ground truth run as one sequence: all of them under full teacher forcing,
         # else the past steps 1 .. n_past.
@@ -515,23 +535,12 @@ class CVAE(nn.Module):
         if not self.cfg.frame_feedback:   # steps whose input frame is not a past frame see none
             h_in = torch.cat([h_in[:, :n_past], h_in.new_zeros(B, n_seq - n_past, h_in.shape[-1])], 1)
         g, p_state = self.predictor(torch.cat([h_in, z[:, :n_seq], cond[:, 1:n_seq + 1]], -1))
-        if seq:
+        if self.cfg.latent == "sequence":
             (mu_p, logvar_p), prior_state = self._sequence_prior(h[:, :n_past])
         else:
             (mu_p, logvar_p), prior_state = self._prior_stats(h_in, None)
-        # The skip context of each frame that gives skips, computed once however many steps share it.
         idx = [self._skip_index(t, n_past) for t in range(1, n_seq + 1)]
-        sources = sorted(set(idx))   # includes n_past - 1, the skip frame of the steps below
-        skip_in = [c.unflatten(0, (B, len(sources)))
-               for c in self.skip_inputs([_frames(s, sources).flatten(0, 1) for s in skips])]
-        if len(set(idx)) == 1:   # one source frame for every step: its context rows serve all of them
-            skip_in_seq = [_frames(c, sources.index(idx[0])) for c in skip_in]
-        else:
-            pos = [sources.index(i) for i in idx]
-            skip_in_seq = [_frames(c, pos).flatten(0, 1) for c in skip_in]
-        # what the decoder draws: the condition, or with motion_points the ground truth's points (an autoencoding
-        # path that teaches the point finder and the decoder; the predicted points learn from the point loss)
-        drawn = self.points_of(h) if self.motion_points is not None else cond
+        skip_in, skip_in_seq = self._skip_contexts(skips, idx, n_past)
         c_seq = torch.cat([drawn[:, 1:n_seq + 1], _frames(drawn, idx)], -1).flatten(0, 1)   # (B * n_seq, 2 cond)
         point_err = []
         if self.motion_points is not None:
@@ -539,40 +548,65 @@ class CVAE(nn.Module):
         prev_seq = x[:, :n_seq].flatten(0, 1) if self.motion is not None else None   # frame t - 1 of step t
         x_hat = [self.render(g.flatten(0, 1), skip_in_seq, c_seq, prev_seq, z[:, :n_seq].flatten(0, 1))
                  .unflatten(0, (B, n_seq))]
-        mu_ps, logvar_ps = [mu_p], [logvar_p]
+        if n_seq < T - 1:
+            steps = _Feedback(x=x, h=h, skips=skips, z=z, cond=cond, drawn=drawn, keep=tf[:, None], n_past=n_past,
+                              skip_in=skip_in, p_state=p_state, prior_state=prior_state)
+            x_hat, mu_p, logvar_p = self._feedback_steps(steps, x_hat, mu_p, logvar_p, point_err)
+        return self._loss_terms(x, h, torch.cat(x_hat, 1), (mu_q, logvar_q), (mu_p, logvar_p), point_err)
 
-        # Remaining steps feed back the model's own prediction (per sample where teacher forcing is off).
+    def _skip_contexts(self, skips: list[torch.Tensor], idx: list[int], n_past: int):
+        """The skip context of each frame that gives skips, computed once however many steps share it: (the
+        context of the last given frame, n_past - 1, which the fed-back steps use; that of the steps' frames
+        ``idx``, one per step and row, or one per row when every step has the same frame)."""
+        B = skips[0].shape[0]
+        sources = sorted(set(idx) | {n_past - 1})
+        skip_in = [c.unflatten(0, (B, len(sources)))
+                   for c in self.skip_inputs([_frames(s, sources).flatten(0, 1) for s in skips])]
+        fixed = [_frames(c, sources.index(n_past - 1)) for c in skip_in]
+        if len(set(idx)) == 1:   # one source frame for every step: its context rows serve all of them
+            return fixed, [_frames(c, sources.index(idx[0])) for c in skip_in]
+        pos = [sources.index(i) for i in idx]
+        return fixed, [_frames(c, pos).flatten(0, 1) for c in skip_in]
+
+    def _feedback_steps(self, s: "_Feedback", x_hat: list, mu_p, logvar_p, point_err: list):
+        """The steps after the teacher-forced ones, each fed the model's own last prediction (the ground truth
+        instead for the rows of ``s.keep``). Appends to ``x_hat`` and ``point_err``; returns x_hat and the prior's
+        statistics of every step."""
+        x, h, z, drawn, n_past = s.x, s.h, s.z, s.drawn, s.n_past
+        n_seq, T = x_hat[0].shape[1], x.shape[1]
+        mu_ps, logvar_ps = [mu_p], [logvar_p]
         prev = x_hat[0][:, -1]
-        keep = tf[:, None]
-        skip_in_fixed = [_frames(c, sources.index(n_past - 1)) for c in skip_in]
+        p_state, prior_state = s.p_state, s.prior_state
         before = x[:, n_seq - 1]   # the frame before prev, whose change motion_points reads
         for t in range(n_seq + 1, T):
             h_pred, skip_pred = self.encode_frames(prev, before)
-            h_prev = torch.where(keep, h[:, t - 1], h_pred)
+            h_prev = torch.where(s.keep, h[:, t - 1], h_pred)
             if self.cfg.last_frame_skip:
-                skip_in_t = self.skip_inputs([torch.where(keep[:, :, None, None], s[:, t - 1], sp)
-                                           for s, sp in zip(skips, skip_pred)])
+                skip_in_t = self.skip_inputs([torch.where(s.keep[:, :, None, None], gt[:, t - 1], sp)
+                                              for gt, sp in zip(s.skips, skip_pred)])
             else:
-                skip_in_t = skip_in_fixed
-            if not seq:
+                skip_in_t = s.skip_in
+            if self.cfg.latent != "sequence":
                 (mu_p, logvar_p), prior_state = self._prior_stats(h_prev, prior_state)
                 mu_ps.append(mu_p[:, None])
                 logvar_ps.append(logvar_p[:, None])
-            g_t, p_state = self.predictor(torch.cat([h_prev, z[:, t - 1], cond[:, t]], -1), p_state)
+            g_t, p_state = self.predictor(torch.cat([h_prev, z[:, t - 1], s.cond[:, t]], -1), p_state)
             c_t = torch.cat([drawn[:, t], drawn[:, self._skip_index(t, n_past)]], -1)
             if self.motion_points is not None:
                 point_err.append(self.point_error(h_prev, g_t, z[:, t - 1], h[:, t]))
-            prev_t = torch.where(keep[:, :, None, None], x[:, t - 1], prev) if self.motion is not None else None
+            prev_t = torch.where(s.keep[:, :, None, None], x[:, t - 1], prev) if self.motion is not None else None
             before = prev
             prev = self.render(g_t, skip_in_t, c_t, prev_t, z[:, t - 1])
             x_hat.append(prev[:, None])
+        return x_hat, torch.cat(mu_ps, 1), torch.cat(logvar_ps, 1)
 
-        x_hat = torch.cat(x_hat, 1)                                 # (B, T-1, C, H, W)
-        mu_p, logvar_p = torch.cat(mu_ps, 1), torch.cat(logvar_ps, 1)
-        # Loss in float32 whatever the autocast precision.
+    def _loss_terms(self, x, h, x_hat, q, p, point_err: list) -> dict[str, torch.Tensor]:
+        """The outputs of :meth:`forward` from the predictions x_hat (B, T-1, C, H, W), the posterior's and the
+        prior's statistics and the per-step point errors; the losses in float32 whatever the autocast precision."""
         recon_t = ((x_hat.float() - x[:, 1:].float()) ** 2).mean(dim=(0, 2, 3, 4))            # (T-1,)
-        mu_q, logvar_q, mu_p, logvar_p = mu_q.float(), logvar_q.float(), mu_p.float(), logvar_p.float()
-        kl_t = self._per_step(gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).mean(0)[None], T - 1)[0]  # (T-1,)
+        (mu_q, logvar_q), (mu_p, logvar_p) = [(m.float(), lv.float()) for m, lv in (q, p)]
+        steps = x.shape[1] - 1
+        kl_t = self._per_step(gaussian_kl(mu_q, logvar_q, mu_p, logvar_p).mean(0)[None], steps)[0]  # (T-1,)
         out = {"recon": recon_t.sum(), "kl": kl_t.sum(), "recon_per_step": recon_t, "kl_per_step": kl_t,
                "x_hat": x_hat}
         if point_err:   # squared error of the predicted points against the found ones, summed over steps
