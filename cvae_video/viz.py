@@ -155,6 +155,19 @@ def training_curves_figure(records: Sequence[Mapping], title: str = "Training cu
     n_epochs = len({r.get("epoch", i) for i, r in enumerate(records)})
     marker = "o" if n_epochs <= 30 else None  # single points must stay visible; dense runs read better as lines
 
+    _loss_panel(ax_loss, records, marker)
+    _schedule_panel(ax_sched, records, marker)
+    ax_sched.set_xlabel("epoch")
+    ax_sched.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epochs = [float(r["epoch"]) for r in records if isinstance(r.get("epoch"), (int, float))]
+    if epochs and max(epochs) - min(epochs) < 2:  # one or two epochs: keep whole-number ticks around them
+        ax_sched.set_xlim(min(epochs) - 1, max(epochs) + 1)
+    fig.suptitle(title)
+    return fig
+
+
+def _loss_panel(ax_loss, records: list, marker: str | None) -> None:
+    """The training curves' top panel: the loss terms, and validation PSNR on a right axis."""
     handles = []
     loss_values = []
     for key, label, color in (("loss", "loss (total)", "black"), ("mse", "MSE (reconstruction)", "tab:blue"),
@@ -183,6 +196,9 @@ def training_curves_figure(records: Sequence[Mapping], title: str = "Training cu
         ax_loss.text(0.5, 0.5, "no loss or PSNR values logged", ha="center", va="center",
                      transform=ax_loss.transAxes, color="grey")
 
+
+def _schedule_panel(ax_sched, records: list, marker: str | None) -> None:
+    """The training curves' bottom panel: the teacher-forcing ratio, and the KL weight beta on a right axis."""
     sched_handles = []
     xs, ys = _series(records, "tfr")
     if xs:
@@ -206,33 +222,14 @@ def training_curves_figure(records: Sequence[Mapping], title: str = "Training cu
     else:
         ax_sched.text(0.5, 0.5, "no schedule values logged", ha="center", va="center",
                       transform=ax_sched.transAxes, color="grey")
-    ax_sched.set_xlabel("epoch")
-    ax_sched.xaxis.set_major_locator(MaxNLocator(integer=True))
-    epochs = [float(r["epoch"]) for r in records if isinstance(r.get("epoch"), (int, float))]
-    if epochs and max(epochs) - min(epochs) < 2:  # one or two epochs: keep whole-number ticks around them
-        ax_sched.set_xlim(min(epochs) - 1, max(epochs) + 1)
-    fig.suptitle(title)
-    return fig
 
 
 # ---------------------------------------------------------------------------------------------- image grids
 
 
-def save_prediction_grid(gt, samples, path, n_past: int, labels: Sequence[str] | None = None,
-                         scale: int = 2) -> Path:
-    """PNG grid: one row of ground truth, then one row per sample; one column per time step.
-
-    gt: (T, C, H, W). samples: (S, T', C, H, W) with T' <= T, aligned to the end of gt: either the future frames
-    only (T' = T - n_past) or the whole sequence. Sample rows show the ground truth faded in the past columns (the
-    context every sample saw; a sample's own frames there are not drawn). Cells have a green border in past
-    columns and a red one in predicted columns; the header holds zero-based frame indices.
-    labels: S + 1 row names (ground truth first) or S (then "ground truth" is prepended); drawn at the left.
-    Frames are upscaled ``scale`` times with nearest neighbour.
-
-    Size: width = label width + T * (W * scale + 2 * BORDER) + (T + 1) * GAP,
-          height = HEADER + (S + 1) * (H * scale + 2 * BORDER) + (S + 2) * GAP.
-    """
-    scale = _check_scale(scale)
+def _grid_inputs(gt, samples, n_past: int, labels):
+    """:func:`save_prediction_grid`'s inputs checked and as uint8 pictures: gt (T, H, W, 3), samples
+    (S, T', H, W, 3), and the S + 1 row labels (or None)."""
     gt_img = _rgb_frames(gt, "gt")  # (T, H, W, 3)
     if isinstance(samples, torch.Tensor):
         samples = samples.detach().cpu()
@@ -255,6 +252,27 @@ def save_prediction_grid(gt, samples, path, n_past: int, labels: Sequence[str] |
             labels = ["ground truth"] + labels
         if len(labels) != S + 1:
             raise ValueError(f"labels: expected {S} or {S + 1} names, got {len(labels)}")
+    return gt_img, smp_img, labels
+
+
+def save_prediction_grid(gt, samples, path, n_past: int, labels: Sequence[str] | None = None,
+                         scale: int = 2) -> Path:
+    """PNG grid: one row of ground truth, then one row per sample; one column per time step.
+
+    gt: (T, C, H, W). samples: (S, T', C, H, W) with T' <= T, aligned to the end of gt: either the future frames
+    only (T' = T - n_past) or the whole sequence. Sample rows show the ground truth faded in the past columns (the
+    context every sample saw; a sample's own frames there are not drawn). Cells have a green border in past
+    columns and a red one in predicted columns; the header holds zero-based frame indices.
+    labels: S + 1 row names (ground truth first) or S (then "ground truth" is prepended); drawn at the left.
+    Frames are upscaled ``scale`` times with nearest neighbour.
+
+    Size: width = label width + T * (W * scale + 2 * BORDER) + (T + 1) * GAP,
+          height = HEADER + (S + 1) * (H * scale + 2 * BORDER) + (S + 2) * GAP.
+    """
+    scale = _check_scale(scale)
+    gt_img, smp_img, labels = _grid_inputs(gt, samples, n_past, labels)
+    T, H, W = gt_img.shape[:3]
+    S, T_s = smp_img.shape[:2]
 
     font = _font()
     offset = T - T_s  # sample frame j belongs to time step offset + j

@@ -519,6 +519,15 @@ def main(argv: list[str] | None = None) -> int:
         return run_isolated(args, kind, variant) if isolate else run_one(args, kind, variant)
 
     given_root = bool(args.data_root)
+    parts = _measure_all(args, precisions, measure)
+    res = _results(args, device, isolate, given_root, *parts)
+    _report(args, res)
+    return 0
+
+
+def _measure_all(args, precisions: list[str], measure) -> tuple:
+    """The training steps per precision, the convolution peak of each precision they chose, the yardstick (the
+    plain model only), prediction per precision and loading: (train, conv, yard, pred, load)."""
     tmp = Path(tempfile.mkdtemp(prefix="cvae-bench-data-"))
     try:
         args.data_root, packed_ok = prepare_data(args, tmp)
@@ -533,7 +542,11 @@ def main(argv: list[str] | None = None) -> int:
         load = {"png": measure("load", "png"), "packed": measure("load", "packed") if packed_ok else None}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return train, conv, yard, pred, load
 
+
+def _results(args, device, isolate: bool, given_root: bool, train, conv, yard, pred, load) -> dict:
+    """The measurements as the report's JSON."""
     # a generated data set lived in a temporary folder: the report says what it was, not where
     shown_root = {"data_root": args.data_root if given_root else f"(synthetic, {args.load_trajectories} trajectories)"}
     res = {
@@ -551,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         "auto_probe_s": train["auto"]["probe_s"] if "auto" in train else None,
         "train_ops_per_step": {p: r["ops"] for p, r in train.items()},
         "yardstick_ops_per_step": yard["ops"] if yard else None,
-        "train_flops_per_step": train[precisions[0]]["flops"],
+        "train_flops_per_step": next(iter(train.values()))["flops"],   # the first precision asked for
         "conv_gflop_per_s": {p: r["gflop_per_s"] for p, r in conv.items()},
         "train_gflop_per_s": {p: r["flops"] / r["step_s"] / 1e9 for p, r in train.items()},
         "conv_efficiency": {p: r["flops"] / r["step_s"] / 1e9 / conv[r.get("chose", p)]["gflop_per_s"]
@@ -573,6 +586,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     if res["load_seq_per_s_packed"]:
         res["load_packed_speedup"] = res["load_seq_per_s_packed"] / res["load_seq_per_s_png"]
+    return res
+
+
+def _report(args, res: dict) -> None:
+    """Print the table (and write the JSON with --json)."""
     m = res["machine"]
     model = (f"the model of {args.config}" if args.config else
              f"{args.backbone} width {args.width:g}, g {args.g_dim} z {args.z_dim} rnn {args.rnn_size}")
@@ -583,7 +601,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -654,20 +654,11 @@ class CVAE(nn.Module):
         def draw(mu, logvar):
             return mu if z_mode == "mean" else reparameterize(mu, logvar, generator)
 
-        p_state = prior_state = None
         z_seq = None
         if self.cfg.latent == "sequence":   # one z from the prior, for the warm-up and every future step
             (mu_p, logvar_p), _ = self._sequence_prior(h)
             z_seq = draw(mu_p[:, 0], logvar_p[:, 0])
-        if n_past > 1:   # warm up on the past steps 1 .. n_past-1 with the posterior's samples (or mean)
-            if z_seq is not None:
-                z = z_seq[:, None].expand(-1, n_past - 1, -1)
-            else:
-                (mu_q, logvar_q), _ = self.posterior(self._posterior_input(h))
-                z = draw(mu_q, logvar_q)
-            _, p_state = self.predictor(torch.cat([h[:, :-1], z, cond[:, 1:n_past]], -1))
-            if self.prior is not None and z_seq is None:
-                _, prior_state = self.prior(h[:, :-1])
+        p_state, prior_state = self._warm_up(h, cond, z_seq, draw)
         h_prev = h[:, -1]
         prev = x_past[:, -1].repeat_interleave(S, 0) if self.motion is not None else None
         last = x_past[:, -1].repeat_interleave(S, 0) if self.motion_points is not None else None
@@ -696,6 +687,24 @@ class CVAE(nn.Module):
                 if self.cfg.last_frame_skip:
                     skip_in = self.skip_inputs(skip_t)
         return torch.stack(out, 1).unflatten(0, (B, S))
+
+    def _warm_up(self, h: torch.Tensor, cond: torch.Tensor, z_seq: torch.Tensor | None, draw):
+        """The predictor's and the prior's states after the past steps 1 .. n_past - 1 of the given frames'
+        encodings h (B, n_past, h_dim), with the sequence's z or the posterior's samples (or means, by ``draw``);
+        (None, None) with one given frame."""
+        n_past = h.shape[1]
+        if n_past == 1:
+            return None, None
+        if z_seq is not None:
+            z = z_seq[:, None].expand(-1, n_past - 1, -1)
+        else:
+            (mu_q, logvar_q), _ = self.posterior(self._posterior_input(h))
+            z = draw(mu_q, logvar_q)
+        _, p_state = self.predictor(torch.cat([h[:, :-1], z, cond[:, 1:n_past]], -1))
+        prior_state = None
+        if self.prior is not None and z_seq is None:
+            _, prior_state = self.prior(h[:, :-1])
+        return p_state, prior_state
 
     def latent_stats(self, x: torch.Tensor, n_past: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`latent_kl` (B, T-1) and the posterior means mu_q (B, T-1, z_dim) it compares with the prior,
