@@ -296,3 +296,29 @@ def test_point_warp_mixes_moved_skip_frames_into_the_output():
         ModelConfig(point_warp=True, output="compose")
     with pytest.raises(ValueError, match="point_warp"):
         ModelConfig(point_warp=True, motion_points=2, output="direct")
+
+
+def test_point_tracking_tells_a_point_that_follows_the_arm_from_one_that_hops():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "scripts" / "point_tracking.py"
+    spec = importlib.util.spec_from_file_location("point_tracking", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    model = _motion_points_model().eval()
+    B, T = 4, 5
+    g = torch.Generator().manual_seed(0)
+    positions = torch.randn(B, T, 3, generator=g)
+    follows = positions[..., :2] @ torch.tensor([[0.3, 0.1], [-0.2, 0.4]]) + 0.1   # affine in the arm's position
+    hops = torch.randn(B, T, 2, generator=g)
+    found = torch.cat([follows, hops], -1)
+    encode = model.encode
+
+    def encode_with_these_points(x):   # the frames' encodings, with the points above in place of those found
+        h, skips = encode(x)
+        return torch.cat([h[..., :-found.shape[-1]], found.to(h.dtype)], -1), skips
+    with mock.patch.object(model, "encode", encode_with_these_points):
+        rows, loss = script.point_tracking(model, _frames(B=B, T=T), positions)
+    assert rows[0]["r2_x"] > 0.999 and rows[0]["r2_y"] > 0.999
+    assert rows[1]["r2_x"] < 0.9 and rows[1]["jump"] > rows[1]["motion"]
+    assert loss > 0
