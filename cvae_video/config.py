@@ -69,7 +69,8 @@ class TrainConfig:
     kl_weight_max: float = 1.0
     free_bits: float = 0.0             # nats per step: the KL term counts max(KL_t, free_bits) (0 = off)
     kl_balance: float = 0.0            # a in (0, 1), learned prior: weight a on the prior's side of the KL (0 = off)
-    point_smoothness: float = 0.0      # with motion_points: weight of the found points' acceleration (0 = off)
+    point_smoothness: float = 0.0      # with motion_points: weight of the found points' acceleration (0 = off),
+                                       # reached over the first kl_anneal_ratio of training as the KL weight is
     # sequence protocol
     n_past: int = 2
     n_future: int = 10

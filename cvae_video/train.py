@@ -94,10 +94,11 @@ def kl_term(out: dict, cfg: TrainConfig) -> torch.Tensor:
 
 
 def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, *, beta: float, tfr: float, device, amp,
-               tf_generator: torch.Generator | None = None,
+               smoothness: float = 0.0, tf_generator: torch.Generator | None = None,
                world: distributed.World = distributed.World()) -> dict:
     """One optimisation step; returns the step's scalar logs (floats), averaged over the ranks of ``world``. The
-    teacher-forcing decision comes from ``tf_generator``, or the global torch RNG if None.
+    teacher-forcing decision comes from ``tf_generator``, or the global torch RNG if None. ``smoothness``: the
+    weight of the found points' acceleration (with motion points; see :func:`point_smoothness_weight`).
 
     A non-finite loss never reaches the model: the step is not taken (the caller stops the run or counts the
     skip), and with ``cfg.skip_nonfinite`` the BatchNorm statistics that its forward pass moved are put back.
@@ -115,8 +116,8 @@ def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, *, beta: float
     # recon and kl: sums over steps (see CVAE.forward); free bits: a step's KL below the floor costs nothing
     kl = kl_term(out, cfg)
     loss = out["recon"] + beta * kl + out.get("points", 0.0)   # points: with motion_points, see CVAE.forward
-    if cfg.point_smoothness > 0 and "point_accel" in out:
-        loss = loss + cfg.point_smoothness * out["point_accel"]
+    if smoothness > 0 and "point_accel" in out:
+        loss = loss + smoothness * out["point_accel"]
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()   # before the check, so that under DDP every rank runs the same collectives
     n_steps = x.shape[1] - 1
@@ -458,6 +459,16 @@ def _run_precision(cfg: TrainConfig, model: CVAE, world: distributed.World, ckpt
     return choice.precision
 
 
+def point_smoothness_weight(cfg: TrainConfig, state: RunState) -> float:
+    """The weight of the found points' acceleration at this step: ``point_smoothness``, reached over the first
+    ``kl_anneal_ratio`` of training as the KL weight's monotonic schedule is. At full weight from the first step it
+    holds points still before they have found anything to follow."""
+    if cfg.point_smoothness <= 0:
+        return 0.0
+    return cfg.point_smoothness * kl_weight(state.step, total_steps=state.kl_total_steps, cyclical=False,
+                                            ratio=cfg.kl_anneal_ratio, n_cycles=1)
+
+
 def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
     """The ``epoch_size`` optimizer steps of ``epoch``; returns the epoch's training numbers: mean loss, mse and
     kl (and with ``motion_points`` the point loss and the found points' acceleration per step, ``points`` and
@@ -483,7 +494,8 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
         beta = kl_weight(state.step, total_steps=state.kl_total_steps, cyclical=cfg.kl_anneal_cyclical,
                          ratio=cfg.kl_anneal_ratio, n_cycles=cfg.kl_anneal_cycle, max_weight=cfg.kl_weight_max)
         logs = train_step(run.step_model, run.optimizer, run.scaler, batch, cfg, beta=beta, tfr=tfr,
-                          device=run.device, amp=run.amp, tf_generator=tf_generator, world=run.world)
+                          device=run.device, amp=run.amp, smoothness=point_smoothness_weight(cfg, state),
+                          tf_generator=tf_generator, world=run.world)
         state.step += 1
         if not math.isfinite(logs["loss"]):
             _count_nonfinite(run, logs["loss"], epoch)

@@ -220,14 +220,24 @@ def test_point_smoothness_adds_the_weighted_acceleration_and_teaches_the_finder(
         optimizer.step = lambda *a, **k: None
         torch.manual_seed(1)
         logs = train_step(model, optimizer, grad_scaler(torch.device("cpu"), "fp32"), batch, cfg, beta=0.0,
-                          tfr=1.0, device=torch.device("cpu"), amp=autocast(torch.device("cpu"), "fp32"))
+                          tfr=1.0, device=torch.device("cpu"), amp=autocast(torch.device("cpu"), "fp32"),
+                          smoothness=weight)
         runs[weight] = logs, model.motion_points.points.conv.weight.grad.clone()
-    (plain, g0), (smooth, g2) = runs[0.0], runs[2.0]
+    (plain, g0), (smooth, g2) = runs[0.0], runs[2.0]   # the weight of the step, as the loop passes it
     assert plain["point_accel"] == smooth["point_accel"] > 0   # logged per step (3 of the 4 steps have one)
     assert smooth["loss"] == pytest.approx(plain["loss"] + 2.0 * 3 * plain["point_accel"])
     assert not torch.allclose(g0, g2)
     with pytest.raises(ConfigError, match="point_smoothness"):
         TrainConfig(point_smoothness=-1.0).validate()
+
+
+def test_the_point_smoothness_weight_rises_with_the_kl_weight():
+    from cvae_video.train import RunState, point_smoothness_weight
+    cfg = TrainConfig(point_smoothness=0.03, kl_anneal_ratio=0.5, kl_anneal_cyclical=True, kl_weight_max=0.0)
+    weight = lambda step: point_smoothness_weight(cfg, RunState(kl_total_steps=1000, step=step))
+    assert weight(0) == 0.0 and weight(250) == pytest.approx(0.015)
+    assert weight(500) == weight(999) == pytest.approx(0.03)   # monotonic, whatever the KL's cycles or maximum
+    assert point_smoothness_weight(TrainConfig(), RunState(kl_total_steps=1000, step=600)) == 0.0
 
 
 @pytest.mark.parametrize("prior", ["fixed", "learned"])
