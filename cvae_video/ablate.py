@@ -345,13 +345,17 @@ def ablate(study: str | Path, out: str | Path, report_dir: str | Path | None = N
     return write_report(study, out, Path(report_dir or out), runs, by_factor, factors, settings["checkpoint"])
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cvae-ablate", description="Run an ablation study and write its report.")
     p.add_argument("--study", required=True, help="study TOML file (see configs/study.toml)")
     p.add_argument("--out", default="runs/study", help="folder of the study's runs")
     p.add_argument("--report_dir", default=None, help="where report.md and its figures go (default: --out)")
     p.add_argument("--no_progress", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     keep_freed_memory()   # as cvae-train does (see cvae_video.runtime)
     try:
         report = ablate(args.study, args.out, args.report_dir, progress=not args.no_progress)

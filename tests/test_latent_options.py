@@ -174,6 +174,24 @@ def test_motion_points_train_by_the_found_points_and_predict_by_their_own():
     assert own.requires_grad and own > 0
 
 
+def test_draw_predicted_points_trains_on_what_prediction_draws():
+    """With draw_predicted_points the teacher-forced frames are drawn at the predicted points, so the image loss
+    reaches the point head (and through it z), as prediction would draw them."""
+    model = _motion_points_model(draw_predicted_points=True)
+    x = _frames(T=5)
+    torch.manual_seed(1)
+    before = model(x, None, 2)["x_hat"]
+    with torch.no_grad():
+        model.point_head.bias.fill_(0.3)
+    torch.manual_seed(1)
+    out = model(x, None, 2)
+    assert not torch.allclose(out["x_hat"], before)
+    out["recon"].backward()
+    assert model.point_head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="draw_predicted_points"):
+        ModelConfig(draw_predicted_points=True)
+
+
 def test_the_training_loss_includes_the_point_loss():
     from cvae_video.runtime import autocast, grad_scaler
     from cvae_video.train import build_optimizer, train_step

@@ -228,6 +228,9 @@ class ModelConfig:
     latent: str = "step"        # "step": a z_t per step (SVG); "sequence": one z for the whole sequence, see CVAE
     point_warp: bool = False    # with motion_points and compose: the frame also mixes K copies of the skip frame,
                                 # each moved by one point's move (shift_by_points), see CVAE.render
+    draw_predicted_points: bool = False   # with motion_points: training draws the points the model predicts (from
+                                          # the frame before's and z), as prediction does, not those found in the
+                                          # frame being drawn
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -267,6 +270,9 @@ class ModelConfig:
             raise ValueError(f"motion_points must be >= 0; it draws its own points, so it cannot be combined with "
                              f"spatial_cond, spatial_state or keypoints, and it reads the predicted frames back, so "
                              f"it needs frame_feedback; got motion_points={self.motion_points}")
+        if self.draw_predicted_points and not self.motion_points:
+            raise ValueError("draw_predicted_points draws the motion points the model predicts: it needs "
+                             "motion_points > 0")
         if self.point_warp and not (self.motion_points and self.output == "compose" and not self.motion_kernels):
             raise ValueError(f"point_warp moves the skip frame by the motion points' moves: it needs motion_points "
                              f"> 0 and output 'compose', without motion_kernels; got motion_points="
@@ -541,7 +547,9 @@ class CVAE(nn.Module):
             (mu_p, logvar_p), prior_state = self._prior_stats(h_in, None)
         idx = [self._skip_index(t, n_past) for t in range(1, n_seq + 1)]
         skip_in, skip_in_seq = self._skip_contexts(skips, idx, n_past)
-        c_seq = torch.cat([drawn[:, 1:n_seq + 1], _frames(drawn, idx)], -1).flatten(0, 1)   # (B * n_seq, 2 cond)
+        target = (self.step_points(h_in, g, z[:, :n_seq]).to(drawn.dtype) if self.cfg.draw_predicted_points
+                  else drawn[:, 1:n_seq + 1])
+        c_seq = torch.cat([target, _frames(drawn, idx)], -1).flatten(0, 1)   # (B * n_seq, 2 cond)
         point_err = []
         if self.motion_points is not None:
             point_err.append(self.point_error(h_in, g, z[:, :n_seq], h[:, 1:n_seq + 1]))
@@ -591,7 +599,9 @@ class CVAE(nn.Module):
                 mu_ps.append(mu_p[:, None])
                 logvar_ps.append(logvar_p[:, None])
             g_t, p_state = self.predictor(torch.cat([h_prev, z[:, t - 1], s.cond[:, t]], -1), p_state)
-            c_t = torch.cat([drawn[:, t], drawn[:, self._skip_index(t, n_past)]], -1)
+            target = (self.step_points(h_prev, g_t, z[:, t - 1]).to(drawn.dtype) if self.cfg.draw_predicted_points
+                      else drawn[:, t])
+            c_t = torch.cat([target, drawn[:, self._skip_index(t, n_past)]], -1)
             if self.motion_points is not None:
                 point_err.append(self.point_error(h_prev, g_t, z[:, t - 1], h[:, t]))
             prev_t = torch.where(s.keep[:, :, None, None], x[:, t - 1], prev) if self.motion is not None else None
