@@ -177,7 +177,7 @@ def test_motion_points_train_by_the_found_points_and_predict_by_their_own():
 def test_draw_predicted_points_trains_on_what_prediction_draws():
     """With draw_predicted_points the teacher-forced frames are drawn at the predicted points, so the image loss
     reaches the point head (and through it z), as prediction would draw them."""
-    model = _motion_points_model(draw_predicted_points=True)
+    model = _motion_points_model(draw_predicted_points=1.0)
     x = _frames(T=5)
     torch.manual_seed(1)
     before = model(x, None, 2)["x_hat"]
@@ -188,8 +188,20 @@ def test_draw_predicted_points_trains_on_what_prediction_draws():
     assert not torch.allclose(out["x_hat"], before)
     out["recon"].backward()
     assert model.point_head.weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="draw_predicted_points"):
-        ModelConfig(draw_predicted_points=True)
+    for bad in ({}, {"motion_points": 2, "output": "compose", "condition": "none"}):
+        with pytest.raises(ValueError, match="draw_predicted_points"):
+            ModelConfig(draw_predicted_points=1.5 if bad else 1.0, **bad)
+    half, found = _motion_points_model(draw_predicted_points=0.5), _motion_points_model()   # the same weights
+    with torch.no_grad():
+        for m in (half, found):
+            m.point_head.bias.fill_(0.3)
+    with mock.patch.object(svg, "reparameterize", lambda mu, logvar, generator=None: mu):
+        want = found(x, None, 2)["x_hat"]
+        drew_found = []
+        for seed in range(8):   # about half the batches draw the found points, as the global RNG decides
+            torch.manual_seed(seed)
+            drew_found.append(torch.equal(half(x, None, 2)["x_hat"], want))
+    assert 0 < sum(drew_found) < 8
 
 
 def test_the_training_loss_includes_the_point_loss():

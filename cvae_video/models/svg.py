@@ -228,9 +228,9 @@ class ModelConfig:
     latent: str = "step"        # "step": a z_t per step (SVG); "sequence": one z for the whole sequence, see CVAE
     point_warp: bool = False    # with motion_points and compose: the frame also mixes K copies of the skip frame,
                                 # each moved by one point's move (shift_by_points), see CVAE.render
-    draw_predicted_points: bool = False   # with motion_points: training draws the points the model predicts (from
-                                          # the frame before's and z), as prediction does, not those found in the
-                                          # frame being drawn
+    draw_predicted_points: float = 0.0    # with motion_points: the share of training batches that draw the points
+                                          # the model predicts (from the frame before's and z), as prediction does,
+                                          # not those found in the frame being drawn
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -270,9 +270,10 @@ class ModelConfig:
             raise ValueError(f"motion_points must be >= 0; it draws its own points, so it cannot be combined with "
                              f"spatial_cond, spatial_state or keypoints, and it reads the predicted frames back, so "
                              f"it needs frame_feedback; got motion_points={self.motion_points}")
-        if self.draw_predicted_points and not self.motion_points:
-            raise ValueError("draw_predicted_points draws the motion points the model predicts: it needs "
-                             "motion_points > 0")
+        if not 0 <= self.draw_predicted_points <= 1 or self.draw_predicted_points and not self.motion_points:
+            raise ValueError(f"draw_predicted_points is a share of batches in [0, 1] that draw the motion points the "
+                             f"model predicts: it needs motion_points > 0; got draw_predicted_points="
+                             f"{self.draw_predicted_points}, motion_points={self.motion_points}")
         if self.point_warp and not (self.motion_points and self.output == "compose" and not self.motion_kernels):
             raise ValueError(f"point_warp moves the skip frame by the motion points' moves: it needs motion_points "
                              f"> 0 and output 'compose', without motion_kernels; got motion_points="
@@ -297,7 +298,8 @@ class ModelConfig:
 class _Feedback:
     """What :meth:`CVAE._feedback_steps` reads of a batch: its frames x and their encodings h, the ground truth's
     skips, the latent samples z, the conditions and what is drawn, the rows taught by the ground truth (``keep``,
-    (B, 1)), the given frames' count, the fixed skip context, and the recurrent states after the first steps."""
+    (B, 1)), the given frames' count, the fixed skip context, the recurrent states after the first steps, and
+    whether the batch draws the points the model predicts."""
     x: torch.Tensor
     h: torch.Tensor
     skips: list
@@ -309,6 +311,7 @@ class _Feedback:
     skip_in: list
     p_state: object
     prior_state: object
+    predicted: bool   # the batch draws the predicted points, not the found ones
 
 
 class CVAE(nn.Module):
@@ -547,7 +550,9 @@ class CVAE(nn.Module):
             (mu_p, logvar_p), prior_state = self._prior_stats(h_in, None)
         idx = [self._skip_index(t, n_past) for t in range(1, n_seq + 1)]
         skip_in, skip_in_seq = self._skip_contexts(skips, idx, n_past)
-        target = (self.step_points(h_in, g, z[:, :n_seq]).to(drawn.dtype) if self.cfg.draw_predicted_points
+        share = self.cfg.draw_predicted_points   # this batch draws the predicted points (a draw of the global RNG)
+        predicted = share >= 1 or (share > 0 and bool(torch.rand(()) < share))
+        target = (self.step_points(h_in, g, z[:, :n_seq]).to(drawn.dtype) if predicted
                   else drawn[:, 1:n_seq + 1])
         c_seq = torch.cat([target, _frames(drawn, idx)], -1).flatten(0, 1)   # (B * n_seq, 2 cond)
         point_err = []
@@ -558,7 +563,7 @@ class CVAE(nn.Module):
                  .unflatten(0, (B, n_seq))]
         if n_seq < T - 1:
             steps = _Feedback(x=x, h=h, skips=skips, z=z, cond=cond, drawn=drawn, keep=tf[:, None], n_past=n_past,
-                              skip_in=skip_in, p_state=p_state, prior_state=prior_state)
+                              skip_in=skip_in, p_state=p_state, prior_state=prior_state, predicted=predicted)
             x_hat, mu_p, logvar_p = self._feedback_steps(steps, x_hat, mu_p, logvar_p, point_err)
         return self._loss_terms(x, h, torch.cat(x_hat, 1), (mu_q, logvar_q), (mu_p, logvar_p), point_err)
 
@@ -599,7 +604,7 @@ class CVAE(nn.Module):
                 mu_ps.append(mu_p[:, None])
                 logvar_ps.append(logvar_p[:, None])
             g_t, p_state = self.predictor(torch.cat([h_prev, z[:, t - 1], s.cond[:, t]], -1), p_state)
-            target = (self.step_points(h_prev, g_t, z[:, t - 1]).to(drawn.dtype) if self.cfg.draw_predicted_points
+            target = (self.step_points(h_prev, g_t, z[:, t - 1]).to(drawn.dtype) if s.predicted
                       else drawn[:, t])
             c_t = torch.cat([target, drawn[:, self._skip_index(t, n_past)]], -1)
             if self.motion_points is not None:
