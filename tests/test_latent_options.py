@@ -204,6 +204,21 @@ def test_draw_predicted_points_trains_on_what_prediction_draws():
     assert 0 < sum(drew_found) < 8
 
 
+def test_without_finder_from_drawn_frame_the_finder_learns_only_from_the_skip_frame_and_the_predictor():
+    x = _frames(T=5)
+    grads = {}
+    for flag in (True, False):
+        model = _motion_points_model(finder_from_drawn_frame=flag)
+        torch.manual_seed(1)
+        out = model(x, None, 2)
+        assert flag or torch.equal(out["x_hat"], grads[True][0])   # the same frames, another gradient
+        out["recon"].backward()
+        grads[flag] = out["x_hat"].detach(), model.motion_points.points.conv.weight.grad.clone()
+    assert not torch.allclose(grads[True][1], grads[False][1]) and grads[False][1].abs().sum() > 0
+    with pytest.raises(ValueError, match="finder_from_drawn_frame"):
+        ModelConfig(finder_from_drawn_frame=False)
+
+
 def test_the_training_loss_includes_the_point_loss():
     from cvae_video.runtime import autocast, grad_scaler
     from cvae_video.train import build_optimizer, train_step

@@ -228,6 +228,9 @@ class ModelConfig:
     latent: str = "step"        # "step": a z_t per step (SVG); "sequence": one z for the whole sequence, see CVAE
     point_warp: bool = False    # with motion_points and compose: the frame also mixes K copies of the skip frame,
                                 # each moved by one point's move (shift_by_points), see CVAE.render
+    finder_from_drawn_frame: bool = True  # with motion_points: the points found in the frame being drawn carry the
+                                          # image loss's gradient to the finder (False: only those of the skip frame
+                                          # and the predictor's input do)
     draw_predicted_points: float = 0.0    # with motion_points: the share of training batches that draw the points
                                           # the model predicts (from the frame before's and z), as prediction does,
                                           # not those found in the frame being drawn
@@ -270,6 +273,9 @@ class ModelConfig:
             raise ValueError(f"motion_points must be >= 0; it draws its own points, so it cannot be combined with "
                              f"spatial_cond, spatial_state or keypoints, and it reads the predicted frames back, so "
                              f"it needs frame_feedback; got motion_points={self.motion_points}")
+        if not self.finder_from_drawn_frame and not self.motion_points:
+            raise ValueError("finder_from_drawn_frame=False stops a gradient to the motion points' finder: it needs "
+                             "motion_points > 0")
         if not 0 <= self.draw_predicted_points <= 1 or self.draw_predicted_points and not self.motion_points:
             raise ValueError(f"draw_predicted_points is a share of batches in [0, 1] that draw the motion points the "
                              f"model predicts: it needs motion_points > 0; got draw_predicted_points="
@@ -552,8 +558,10 @@ class CVAE(nn.Module):
         skip_in, skip_in_seq = self._skip_contexts(skips, idx, n_past)
         share = self.cfg.draw_predicted_points   # this batch draws the predicted points (a draw of the global RNG)
         predicted = share >= 1 or (share > 0 and bool(torch.rand(()) < share))
-        target = (self.step_points(h_in, g, z[:, :n_seq]).to(drawn.dtype) if predicted
-                  else drawn[:, 1:n_seq + 1])
+        if predicted:
+            target = self.step_points(h_in, g, z[:, :n_seq]).to(drawn.dtype)
+        else:
+            target = drawn[:, 1:n_seq + 1] if self.cfg.finder_from_drawn_frame else drawn[:, 1:n_seq + 1].detach()
         c_seq = torch.cat([target, _frames(drawn, idx)], -1).flatten(0, 1)   # (B * n_seq, 2 cond)
         point_err = []
         if self.motion_points is not None:
@@ -604,8 +612,10 @@ class CVAE(nn.Module):
                 mu_ps.append(mu_p[:, None])
                 logvar_ps.append(logvar_p[:, None])
             g_t, p_state = self.predictor(torch.cat([h_prev, z[:, t - 1], s.cond[:, t]], -1), p_state)
-            target = (self.step_points(h_prev, g_t, z[:, t - 1]).to(drawn.dtype) if s.predicted
-                      else drawn[:, t])
+            if s.predicted:
+                target = self.step_points(h_prev, g_t, z[:, t - 1]).to(drawn.dtype)
+            else:
+                target = drawn[:, t] if self.cfg.finder_from_drawn_frame else drawn[:, t].detach()
             c_t = torch.cat([target, drawn[:, self._skip_index(t, n_past)]], -1)
             if self.motion_points is not None:
                 point_err.append(self.point_error(h_prev, g_t, z[:, t - 1], h[:, t]))
