@@ -158,7 +158,7 @@ def execute(run: StudyRun, *, n_samples: int, gif_indices: list[int], eval_batch
     if progress:
         print(f"== run {run.run_id}: {'resuming' if resumable else 'training'}", flush=True)
     train(run.cfg, log_dir / "last.pt" if resumable else None, overwrite=not resumable, progress=progress)
-    where = {"device": run.cfg.device, "cuda": run.cfg.cuda}   # evaluated where it trained
+    where = {"device": run.cfg.device}   # evaluated where it trained
     ckpt = str(log_dir / f"{checkpoint}.pt")
     result = evaluate(ckpt, EvalConfig(split="test", n_samples=n_samples, batch_size=eval_batch_size,
                                        seed=run.cfg.seed, lpips=lpips, lpips_weights=lpips_weights, **where),

@@ -87,8 +87,7 @@ class TrainConfig:
     log_dir: str = "runs/default"
     seed: int = 1
     val_every: int = 1
-    device: str = ""                   # "", "cpu", "cuda", "cuda:1"; empty = cpu, or cuda with --cuda
-    cuda: bool = False
+    device: str = "cpu"                # "cpu", "cuda", "cuda:1"; the flag --cuda sets "cuda"
     precision: str = "auto"            # auto: bf16 where it is faster (CUDA; a CPU by a start-up probe), else fp32
     channels_last: bool = True         # NHWC activations: faster convolutions on CPUs and tensor-core GPUs
     compile: bool = False              # torch.compile the training step (slower on the CPU here: off)
@@ -211,19 +210,35 @@ def load_toml(path: str | Path) -> dict:
         for k, v in (value.items() if table else [(key, value)]):
             if isinstance(v, dict):
                 raise ConfigError(f"{path}: table [{key}.{k}]: tables do not nest")
-            _check_table(k, table, str(path))
             if k in flat:
                 raise ConfigError(f"{path}: key {k!r} given twice")
+            if k in OLDER_KEYS:   # read by flatten
+                flat[k] = v
+                continue
+            _check_table(k, table, str(path))
             flat[k] = _check_type(k, v, str(path))
     return flat
 
 
+OLDER_KEYS = ("cuda",)   # keys of older versions' files that flatten reads as today's
+
+
 def flatten(values: dict) -> dict:
     """A config dict with the model's keys under ``"model"`` (a checkpoint's, or :meth:`TrainConfig.to_dict`) or
-    at the top level (files of older versions) as one flat dict."""
+    at the top level (files of older versions) as one flat dict. Files of older versions also had ``cuda = true``
+    beside ``device``: it is read as ``device = "cuda"`` (an empty device as "cpu")."""
     values = dict(values)
     model = values.pop("model", None)
-    return (model or {}) | values
+    flat = (model or {}) | values
+    if "cuda" in flat:
+        cuda = flat.pop("cuda")
+        if not isinstance(cuda, bool):
+            raise ConfigError(f"key 'cuda' must be bool, got {type(cuda).__name__} {cuda!r}")
+        if not flat.get("device"):
+            flat["device"] = "cuda" if cuda is True else "cpu"
+    elif flat.get("device") == "":
+        flat["device"] = "cpu"
+    return flat
 
 
 def from_dict(values: dict, source: str = "config") -> TrainConfig:
@@ -260,6 +275,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 help=f"{help_}; a bare --tensorboard is 'on'")
         else:
             parser.add_argument(f"--{key}", type=typ, default=None, choices=CHOICES.get(key), help=help_)
+    add_cuda_flag(parser, default=None)
+
+
+def add_cuda_flag(parser: argparse.ArgumentParser, default) -> None:
+    """``--cuda``: a short way to say ``--device cuda`` (whichever of the two comes last wins)."""
+    parser.add_argument("--cuda", dest="device", action="store_const", const="cuda", default=default,
+                        help="train or predict on the GPU: the same as --device cuda")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -284,7 +306,7 @@ def resolve(args: argparse.Namespace, base: dict | None = None) -> TrainConfig:
 
 # What a resumed run may change: how long it runs (a larger ``niter`` extends it), where and how fast it runs,
 # and how it reacts to faults. The model's shape never; any other key would change the training being continued.
-RESUME_MAY_CHANGE = ("niter", "log_dir", "data_root", "num_workers", "device", "cuda", "compile", "channels_last",
+RESUME_MAY_CHANGE = ("niter", "log_dir", "data_root", "num_workers", "device", "compile", "channels_last",
                      "compile_mode", "tensorboard", "val_every", "n_pictures", "picture_samples", "skip_nonfinite",
                      "on_bad_sample", "sync_bn", "val_batch_size")
 

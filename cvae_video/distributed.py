@@ -62,7 +62,7 @@ class World:
 def setup(cfg) -> World:
     """The process's rank, world size and device, from torchrun's environment; starts the process group."""
     global _owns_group
-    device = resolve_device(cfg.device, cfg.cuda)
+    device = resolve_device(cfg.device)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1 and not dist.is_initialized():
         return World(device=device)

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from . import metrics
+from . import config as config_mod, metrics
 from .data.dataset import frames_to_float
 from .errors import CvaeError, DataError
 from .fileio import atomic_write_json, atomic_write_text
@@ -220,8 +220,7 @@ class EvalConfig:
     batch_size: int = 32
     max_sequences: int = 0           # 0: every sequence of the split
     seed: int = 0
-    device: str = ""
-    cuda: bool = False
+    device: str = "cpu"              # "cpu", "cuda", "cuda:1" (--cuda: "cuda")
     precision: str = "auto"         # auto: bf16 where it is faster (CUDA; CPUs by a start-up probe), else fp32
     num_workers: int = 0
     channels_last: bool | None = None   # the model's memory format; None: as it was trained
@@ -263,7 +262,7 @@ def evaluate(ckpt_path: str, cfg: EvalConfig | None = None, progress: bool = Tru
     n_past, n_future = cfg.frames()
     if cfg.n_samples < 1:
         raise CvaeError(f"--n_samples must be >= 1, got {cfg.n_samples}")
-    device = resolve_device(cfg.device, cfg.cuda)
+    device = resolve_device(cfg.device)
     trained = open_trained(ckpt_path, device, cfg.channels_last)
     model = trained.model
     precision = inference_precision(cfg.precision, model, n_past, "cvae-eval")
@@ -346,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate only the first N sequences (0: all)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device)
-    p.add_argument("--cuda", action="store_true")
+    config_mod.add_cuda_flag(p, default=d.device)
     p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
                    help="auto: bf16 where it is faster on this device (CUDA; a CPU by a start-up probe), else fp32")
     p.add_argument("--num_workers", type=int, default=d.num_workers)

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import add_cuda_flag
 from .errors import CvaeError
 from .evaluate import PROTOCOLS, protocol_frames
 from .inference import inference_precision, open_trained, predict_batch, save_pictures, take_batch
@@ -28,8 +29,7 @@ class PictureConfig:
     n_show: int = 3                  # samples shown per sequence
     seed: int = 0
     fps: float = 4
-    device: str = ""
-    cuda: bool = False
+    device: str = "cpu"               # "cpu", "cuda", "cuda:1" (--cuda: "cuda")
     precision: str = "auto"           # auto: bf16 where it is faster (CUDA; CPUs by a start-up probe), else fp32
 
 
@@ -37,7 +37,7 @@ def make_pictures(ckpt_path: str, out_dir: str, cfg: PictureConfig | None = None
     """Write ``seq{i}.gif`` and ``seq{i}_grid.png`` into ``out_dir`` per index of ``cfg.indices``; returns the
     paths written."""
     cfg = cfg or PictureConfig()
-    device = resolve_device(cfg.device, cfg.cuda)
+    device = resolve_device(cfg.device)
     trained = open_trained(ckpt_path, device)
     n_past, n_future = protocol_frames(cfg.protocol)
     ds = trained.open_split(cfg.data_root, cfg.split, n_past + n_future)
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=d.fps)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device)
-    p.add_argument("--cuda", action="store_true")
+    add_cuda_flag(p, default=d.device)
     p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
                    help="precision of the prediction (as cvae-eval); auto: bf16 where it is faster here, else fp32")
     return p

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .config import add_cuda_flag
 from .data import layout
 from .errors import CvaeError, DataError
 from .fileio import atomic_write
@@ -126,13 +127,13 @@ def _read_csv(path: Path, n_cols: int, n_rows: int) -> np.ndarray:
 
 
 def predict_own(ckpt: str, frames: str, actions: str | None, positions: str | None, n_future: int, out: str,
-                n_samples: int = 3, n_past: int | None = None, seed: int = 0, fps: float = 4, device: str = "",
-                cuda: bool = False, precision: str = "auto") -> list[Path]:
+                n_samples: int = 3, n_past: int | None = None, seed: int = 0, fps: float = 4, device: str = "cpu",
+                precision: str = "auto") -> list[Path]:
     """Predict ``n_future`` frames after the given ones, ``n_samples`` times; returns the files written.
     ``actions`` (and ``positions``) may be None only for a model with ``condition = "none"``."""
     if n_future < 1 or n_samples < 1:
         raise CvaeError(f"--n_future and --n_samples must be >= 1, got {n_future} and {n_samples}")
-    dev = resolve_device(device, cuda)
+    dev = resolve_device(device)
     trained = open_trained(ckpt, dev)
     n_past = n_past or int(trained.train_config.get("n_past", 2))
     given = read_frames(frames)
@@ -202,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="predictions", help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=float, default=4)
-    p.add_argument("--device", default="")
-    p.add_argument("--cuda", action="store_true")
+    p.add_argument("--device", default="cpu")
+    add_cuda_flag(p, default="cpu")
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     return p
 
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = predict_own(args.ckpt, args.frames, args.actions, args.positions, args.n_future, args.out,
                             n_samples=args.n_samples, n_past=args.n_past, seed=args.seed, fps=args.fps,
-                            device=args.device, cuda=args.cuda, precision=args.precision)
+                            device=args.device, precision=args.precision)
     except CvaeError as e:
         print(f"cvae-predict: error: {e}", file=sys.stderr)
         return 1

@@ -23,9 +23,10 @@ EXPLICIT_PRECISIONS = ("fp32", *_AMP_DTYPES)
 PRECISIONS = ("auto", *EXPLICIT_PRECISIONS)
 
 
-def resolve_device(device: str = "", cuda: bool = False) -> torch.device:
-    """``device`` if given, else cuda with ``cuda=True``, else cpu. Fails clearly when CUDA is asked for but absent."""
-    name = device or ("cuda" if cuda else "cpu")
+def resolve_device(device: str = "cpu") -> torch.device:
+    """The device of a name ("cpu", "cuda", "cuda:1"; empty means cpu). Fails clearly when CUDA is asked for but
+    absent."""
+    name = device or "cpu"
     try:
         dev = torch.device(name)
     except RuntimeError:

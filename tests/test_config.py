@@ -2,7 +2,8 @@ import argparse
 
 import pytest
 
-from cvae_video import config as config_mod
+from cvae_video import config as config_mod, evaluate, make_gif, predict
+from cvae_video.config import TrainConfig
 from cvae_video.errors import ConfigError
 from cvae_video.runtime import resolve_device
 
@@ -94,10 +95,25 @@ def test_cuda_without_cuda_fails_clearly(monkeypatch):
     import torch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="CUDA is not available"):
-        resolve_device("", cuda=True)
+        resolve_device("cuda")
     with pytest.raises(ConfigError, match="CUDA is not available"):
         resolve_device("cuda:0")
-    assert resolve_device("", False).type == "cpu"
+    assert resolve_device("").type == resolve_device().type == "cpu"
+
+
+def test_one_device_field_that_cuda_sets_and_older_files_read_as_it():
+    assert parse([]).device == "cpu" and parse(["--cuda"]).device == "cuda"
+    assert parse(["--cuda", "--device", "cuda:1"]).device == "cuda:1"   # the last one given wins
+    assert not hasattr(TrainConfig(), "cuda")
+    # a config of an older version: cuda = true beside an empty device
+    assert config_mod.from_dict({"cuda": True, "device": ""}).device == "cuda"
+    assert config_mod.from_dict({"cuda": False, "device": ""}).device == "cpu"
+    assert config_mod.from_dict({"cuda": True, "device": "cuda:1"}).device == "cuda:1"
+    for tool in (evaluate, make_gif, predict):
+        parser = tool.build_parser()
+        required = ["--ckpt", "x"] + (["--frames", "f", "--n_future", "2"] if tool is predict else [])
+        assert parser.parse_args(required + ["--cuda"]).device == "cuda"
+        assert parser.parse_args(required).device == "cpu"
     with pytest.raises(ConfigError, match="not a device name|only 'cpu'"):
         resolve_device("tpu")
 
