@@ -339,7 +339,7 @@ def _save_pictures(model, val_ds, cfg: TrainConfig, amp, epoch: int, log_dir: Pa
     return pred
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Run:
     """The parts of one training run that its epochs share, put together by :func:`start_run`."""
     cfg: TrainConfig
@@ -410,10 +410,12 @@ def start_run(cfg: TrainConfig, checkpoint: Path | None, overwrite: bool) -> Run
     val_loader = distributed.shard_loader(val_ds, cfg.val_batch_size, world)   # this rank's batches
     resolved = {"resolved_data_root": str(root), "resolved_precision": precision,
                 "resolved_device": world.device.type}
-    return Run(cfg, world, log_dir, model, step_model, optimizer, scaler, autocast(world.device, precision),
-               sampler, loader, val_ds, val_loader, state, cfg.to_dict() | resolved, train_ds.stats.to_dict(),
-               TrainingLog(log_dir, cfg.tensorboard, state.step, enabled=world.is_main),
-               (checkpoint, state.epoch, state.step) if ckpt is not None else None)
+    return Run(cfg=cfg, world=world, log_dir=log_dir, model=model, step_model=step_model, optimizer=optimizer,
+               scaler=scaler, amp=autocast(world.device, precision), sampler=sampler, loader=loader, val_ds=val_ds,
+               val_loader=val_loader, state=state, saved_config=cfg.to_dict() | resolved,
+               cond_stats=train_ds.stats.to_dict(),
+               tb=TrainingLog(log_dir, cfg.tensorboard, state.step, enabled=world.is_main),
+               last_good=(checkpoint, state.epoch, state.step) if ckpt is not None else None)
 
 
 def training_probe(model: CVAE, cfg: TrainConfig) -> Callable[[str], object]:
@@ -549,22 +551,43 @@ def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool,
     ``seconds`` are the epoch's training steps; the record's ``epoch_seconds`` is its whole wall time from
     ``started`` (a ``time.time()``), validation and everything written included. It is known only once the
     checkpoints are written, so metrics.jsonl is written again with it, and the next checkpoint carries it."""
-    cfg, state = run.cfg, run.state
+    cfg = run.cfg
     val = dict.fromkeys(("val_psnr", "val_ssim", "val_kl", "active_units"))
     if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.niter:
         val = validate(run)
-    val_psnr = val["val_psnr"]
+    record, is_best = _record_epoch(run.state, epoch, stats, val, seconds)
+    if run.world.is_main:   # only rank 0 writes checkpoints, logs and pictures
+        _save_epoch(run, epoch, is_best)
+        _draw_epoch(run, epoch, record)
+        warning = collapse_warning(val["active_units"], run.state.step, run.state.kl_total_steps, cfg)
+        if warning:
+            tqdm.write(f"cvae-train: warning: {warning}", file=sys.stderr)
+        if started is not None:
+            record["epoch_seconds"] = time.time() - started
+            _write_records(run.log_dir / "metrics.jsonl", run.state.records)
+        if progress:
+            tqdm.write(_epoch_line(record, cfg.niter))
+    return record
+
+
+def _record_epoch(state: RunState, epoch: int, stats: dict, val: dict, seconds: float) -> tuple[dict, bool]:
+    """The epoch's metrics line, added to the state's records with the epoch, its validation PSNR and the best so
+    far; and whether this epoch is the best."""
     record = {"epoch": epoch, "step": state.step, **{k: stats[k] for k in ("loss", "mse", "kl", "beta", "tfr", "lr")},
               **{k: stats[k] for k in ("points", "point_accel") if k in stats},
               **val, "skipped_nonfinite": stats["skipped_nonfinite"],
               "seconds": seconds, "epoch_seconds": None}
     state.records.append(record)   # plain numbers only: nothing grows with the run but this list of floats
-    state.epoch, state.val_psnr = epoch, val_psnr
-    is_best = val_psnr is not None and val_psnr > state.best_val_psnr
+    state.epoch, state.val_psnr = epoch, val["val_psnr"]
+    is_best = val["val_psnr"] is not None and val["val_psnr"] > state.best_val_psnr
     if is_best:
-        state.best_val_psnr = val_psnr
-    if not run.world.is_main:
-        return record   # only rank 0 writes checkpoints, logs and pictures
+        state.best_val_psnr = val["val_psnr"]
+    return record, is_best
+
+
+def _save_epoch(run: Run, epoch: int, is_best: bool) -> None:
+    """metrics.jsonl, best.pt (when ``is_best``) and last.pt, in that order."""
+    state = run.state
     state.capture(run.optimizer, run.scaler)
     saved = {"train_config": run.saved_config, "cond_stats": run.cond_stats, **state.to_dict()}
     # last.pt last: it is what a resume starts from, and a resumed epoch rewrites the other two identically
@@ -573,20 +596,15 @@ def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool,
         save_checkpoint(run.log_dir / "best.pt", run.model, **saved)
     save_checkpoint(run.log_dir / "last.pt", run.model, **saved)
     run.last_good = (run.log_dir / "last.pt", epoch, state.step)
+
+
+def _draw_epoch(run: Run, epoch: int, record: dict) -> None:
+    """The training curves, the epoch's prediction grids and its TensorBoard record."""
     from .viz import plot_training_curves
-    plot_training_curves(state.records, run.log_dir / "training_curves.png")
+    plot_training_curves(run.state.records, run.log_dir / "training_curves.png")
     with _keep_rng(run.device):
-        pred = _save_pictures(run.model, run.val_ds, cfg, run.amp, epoch, run.log_dir)
-    run.tb.epoch(state.step, record, run.log_dir / "pictures" / f"epoch{epoch:04d}_seq0.png", pred)
-    warning = collapse_warning(val["active_units"], state.step, state.kl_total_steps, cfg)
-    if warning:
-        tqdm.write(f"cvae-train: warning: {warning}", file=sys.stderr)
-    if started is not None:
-        record["epoch_seconds"] = time.time() - started
-        _write_records(run.log_dir / "metrics.jsonl", state.records)
-    if progress:
-        tqdm.write(_epoch_line(record, cfg.niter))
-    return record
+        pred = _save_pictures(run.model, run.val_ds, run.cfg, run.amp, epoch, run.log_dir)
+    run.tb.epoch(run.state.step, record, run.log_dir / "pictures" / f"epoch{epoch:04d}_seq0.png", pred)
 
 
 def _epoch_line(record: dict, niter: int) -> str:

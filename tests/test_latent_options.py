@@ -138,6 +138,8 @@ def test_motion_points_are_read_from_the_frame_and_its_change():
     a = finder(x[:, 1], x[:, 1])
     assert torch.equal(a, finder(x[:, 1], None))                 # no change: as if it had no frame before it
     assert not torch.allclose(a, finder(x[:, 1], x[:, 0]))       # the change moves them
+    frame_only = _motion_points_model(motion_points_change=False).motion_points
+    assert torch.equal(frame_only(x[:, 1], x[:, 0]), frame_only(x[:, 1], None))   # the frame alone
     h, _ = model.encode(x)
     assert torch.allclose(model.points_of(h[:, 2]), finder(x[:, 2], x[:, 1]), atol=1e-6)
     assert torch.allclose(model.points_of(h[:, 0]), finder(x[:, 0], None), atol=1e-6)

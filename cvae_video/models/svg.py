@@ -179,8 +179,9 @@ class MotionPoints(nn.Module):
     peaked, so that the points follow what the convolutions find from the first steps. What moves (the arm, a
     pushed object) stands out in the change, which a point then follows."""
 
-    def __init__(self, channels: int, n: int, w: int = 32):
+    def __init__(self, channels: int, n: int, w: int = 32, change: bool = True):
         super().__init__()
+        self.change = change   # False: the change is not read (zeros in its place), only the frame
         self.trunk = nn.Sequential(nn.Conv2d(2 * channels, w, 4, 2, 1), nn.ReLU(inplace=True),
                                    nn.Conv2d(w, w, 3, 1, 1), nn.ReLU(inplace=True),
                                    nn.Conv2d(w, w, 3, 1, 1), nn.ReLU(inplace=True))
@@ -190,7 +191,7 @@ class MotionPoints(nn.Module):
 
     def forward(self, x: torch.Tensor, before: torch.Tensor | None) -> torch.Tensor:
         """x (N, C, H, W) and the frames before them (None: no change, a sequence's first frame) -> (N, 2K)."""
-        change = torch.zeros_like(x) if before is None else x - before
+        change = torch.zeros_like(x) if before is None or not self.change else x - before
         return self.points(self.trunk(torch.cat([x, change], 1)))
 
 
@@ -225,6 +226,7 @@ class ModelConfig:
     motion_points: int = 0      # K > 0: K image points per frame found from the frame and its change (MotionPoints)
                                 # are in h and are what the decoder draws; the model predicts them: see CVAE
     motion_points_width: int = 32   # channels of the point finder's convolutions (at half resolution)
+    motion_points_change: bool = True   # the point finder reads the frame's change since the frame before too
     latent: str = "step"        # "step": a z_t per step (SVG); "sequence": one z for the whole sequence, see CVAE
     point_warp: bool = False    # with motion_points and compose: the frame also mixes K copies of the skip frame,
                                 # each moved by one point's move (shift_by_points), see CVAE.render
@@ -333,7 +335,8 @@ class CVAE(nn.Module):
             cfg.backbone, g_dim=cfg.g_dim, channels=cfg.channels, width=cfg.width, out_channels=out_channels,
             cond_channels=2 * self.drawn_dim, map_channels=2 * blobs)
         self.keypoints = ConditionKeypoints(self.drawn_dim, blobs) if blobs else None
-        self.motion_points = (MotionPoints(cfg.channels, cfg.motion_points, cfg.motion_points_width)
+        self.motion_points = (MotionPoints(cfg.channels, cfg.motion_points, cfg.motion_points_width,
+                                           cfg.motion_points_change)
                               if cfg.motion_points else None)
         if cfg.motion_points:   # blobs exactly at the points to start with; a residual step of the points from (g, z)
             with torch.no_grad():
