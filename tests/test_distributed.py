@@ -173,7 +173,7 @@ def test_setup_refuses_impossible_combinations(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="CUDA is not available"):
-        distributed.setup(TrainConfig(cuda=True))
+        distributed.setup(TrainConfig(device="cuda"))
     with pytest.raises(ConfigError, match="sync_bn with tf_per_sample"):
         distributed.setup(TrainConfig(sync_bn=True, tf_per_sample=True))
     monkeypatch.delenv("RANK")
