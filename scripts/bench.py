@@ -442,6 +442,11 @@ def format_table(res: dict) -> str:
         rows.append((f"load {src}", "-", "-", "-" if v is None else f"{v:.1f}",
                      "-" if mem.get(f"load_{src}") is None else f"{mem[f'load_{src}']:.0f}",
                      "no up-to-date packed cache" if v is None else "DataLoader, num_workers=0"))
+    step = res.get("config_step")
+    if step:
+        rows.append(("config's step", f"{step['precision']}={step['chose']}" if step["precision"] == "auto"
+                     else step["precision"], f"{step['step_s']:.4f}", "-", "-",
+                     f"{step['speedup']:.2f}x the fp32 eager step ({step['fp32_eager_step_s']:.4f} s)"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for k, r in enumerate(rows):
@@ -586,7 +591,22 @@ def _results(args, device, isolate: bool, given_root: bool, train, conv, yard, p
     }
     if res["load_seq_per_s_packed"]:
         res["load_packed_speedup"] = res["load_seq_per_s_packed"] / res["load_seq_per_s_png"]
+    res["config_step"] = _config_step(args, train)
     return res
+
+
+def _config_step(args, train: dict) -> dict | None:
+    """With --config: the step in the precision the config asks for (its ``auto`` as resolved here) beside fp32
+    eager, the comparison a config's speed is judged by; None without a config, without both measured, or
+    when the step was compiled (the fp32 row is then not eager)."""
+    if not args.config or args.compile_mode:
+        return None
+    precision = config_mod.load_toml(args.config).get("precision", "auto")
+    if precision not in train or "fp32" not in train:
+        return None
+    step = train[precision]["step_s"]
+    return {"precision": precision, "chose": train[precision].get("chose", precision), "step_s": step,
+            "fp32_eager_step_s": train["fp32"]["step_s"], "speedup": train["fp32"]["step_s"] / step}
 
 
 def _report(args, res: dict) -> None:

@@ -45,6 +45,22 @@ def test_quick_run_writes_every_number(tmp_path):
     measured = {f"{kind}_{p}" for kind in ("train", "predict") for p in ("fp32", "bf16", "auto")}
     assert set(res["peak_memory_mb"]) == measured | {"yardstick", "load_png", "load_packed"}
     assert all(v >= 0 for v in res["peak_memory_mb"].values())   # growth: a cached allocator may need none
+    assert res["config_step"] is None   # no --config
+
+
+def test_a_configs_step_is_set_beside_the_fp32_eager_step(tmp_path):
+    bench = load_bench()
+    config = tmp_path / "c.toml"
+    config.write_text('precision = "auto"\n')
+    train = {"fp32": {"step_s": 0.3}, "auto": {"step_s": 0.2, "chose": "bf16"}, "bf16": {"step_s": 0.25}}
+    args = bench.build_parser().parse_args(["--config", str(config)])
+    assert bench._config_step(args, train) == {"precision": "auto", "chose": "bf16", "step_s": 0.2,
+                                               "fp32_eager_step_s": 0.3, "speedup": pytest.approx(1.5)}
+    config.write_text('precision = "bf16"\n')
+    assert bench._config_step(args, train)["speedup"] == pytest.approx(1.2)
+    assert bench._config_step(bench.build_parser().parse_args(["--config", str(config), "--compile_mode",
+                                                               "default"]), train) is None
+    assert bench._config_step(bench.build_parser().parse_args([]), train) is None
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(prior="learned", backbone="vgg"), dict(last_frame_skip=True)])
