@@ -70,7 +70,8 @@ class TrainConfig:
     free_bits: float = 0.0             # nats per step: the KL term counts max(KL_t, free_bits) (0 = off)
     kl_balance: float = 0.0            # a in (0, 1), learned prior: weight a on the prior's side of the KL (0 = off)
     point_smoothness: float = 0.0      # with motion_points: weight of the found points' acceleration (0 = off),
-                                       # reached over the first kl_anneal_ratio of training as the KL weight is
+                                       # reached over the first kl_anneal_ratio of training like the KL weight
+    point_concentration: float = 0.0   # with motion_points: weight of how widely the points' maps spread (0 = off)
     # sequence protocol
     n_past: int = 2
     n_future: int = 10
@@ -123,6 +124,7 @@ class TrainConfig:
             ("free_bits", self.free_bits >= 0, "must be >= 0"),
             ("kl_balance", 0 <= self.kl_balance < 1, "must be in [0, 1)"),
             ("point_smoothness", self.point_smoothness >= 0, "must be >= 0"),
+            ("point_concentration", self.point_concentration >= 0, "must be >= 0"),
             ("n_past", self.n_past >= 1, "must be >= 1"),
             ("n_future", self.n_future >= 1, "must be >= 1"),
             ("n_eval", self.n_eval >= 1, "must be >= 1"),

@@ -112,12 +112,14 @@ def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, *, beta: float
     else:
         teacher_forcing = bool(torch.rand((), generator=tf_generator) < tfr)
     with amp:
-        out = model(x, cond, cfg.n_past, teacher_forcing)
+        out = model(x, cond, cfg.n_past, teacher_forcing, point_spread=cfg.point_concentration > 0)
     # recon and kl: sums over steps (see CVAE.forward); free bits: a step's KL below the floor costs nothing
     kl = kl_term(out, cfg)
     loss = out["recon"] + beta * kl + out.get("points", 0.0)   # points: with motion_points, see CVAE.forward
     if smoothness > 0 and "point_accel" in out:
         loss = loss + smoothness * out["point_accel"]
+    if "point_spread" in out:
+        loss = loss + cfg.point_concentration * out["point_spread"]
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()   # before the check, so that under DDP every rank runs the same collectives
     n_steps = x.shape[1] - 1
@@ -125,6 +127,8 @@ def train_step(model, optimizer, scaler, batch, cfg: TrainConfig, *, beta: float
     if "points" in out:   # the point loss and the found points' acceleration per step, with motion_points
         logs["points"] = out["points"].item() / n_steps
         logs["point_accel"] = out["point_accel"].item() / (n_steps - 1)
+    if "point_spread" in out:   # per frame
+        logs["point_spread"] = out["point_spread"].item() / x.shape[1]
     # the global batch's: a non-finite loss on any rank skips the step on all of them, whose gradients DDP shares
     logs = distributed.average_logs(logs, world)
     if not math.isfinite(logs["loss"]):
@@ -484,6 +488,7 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
     tfr = teacher_forcing_ratio(epoch, tfr=cfg.tfr, start_decay_epoch=cfg.tfr_start_decay_epoch,
                                 decay_step=cfg.tfr_decay_step, lower_bound=cfg.tfr_lower_bound)
     points = ("points", "point_accel") if run.model.motion_points is not None else ()
+    points += ("point_spread",) if points and cfg.point_concentration > 0 else ()
     sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0, **dict.fromkeys(points, 0.0)}
     n_good = skipped = 0
     beta = None   # the last step's; an epoch always has epoch_size >= 1 steps
@@ -574,7 +579,7 @@ def _record_epoch(state: RunState, epoch: int, stats: dict, val: dict, seconds: 
     """The epoch's metrics line, added to the state's records with the epoch, its validation PSNR and the best so
     far; and whether this epoch is the best."""
     record = {"epoch": epoch, "step": state.step, **{k: stats[k] for k in ("loss", "mse", "kl", "beta", "tfr", "lr")},
-              **{k: stats[k] for k in ("points", "point_accel") if k in stats},
+              **{k: stats[k] for k in ("points", "point_accel", "point_spread") if k in stats},
               **val, "skipped_nonfinite": stats["skipped_nonfinite"],
               "seconds": seconds, "epoch_seconds": None}
     state.records.append(record)   # plain numbers only: nothing grows with the run but this list of floats

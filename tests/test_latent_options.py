@@ -287,6 +287,50 @@ def test_the_point_smoothness_weight_rises_with_the_kl_weight():
     assert point_smoothness_weight(TrainConfig(), RunState(kl_total_steps=1000, step=600)) == 0.0
 
 
+def test_a_map_with_one_peak_spreads_less_than_one_with_two():
+    from cvae_video.models.svg import SpatialSoftmaxPoints
+    finder = SpatialSoftmaxPoints(1, 1)
+    with torch.no_grad():   # the map is the feature itself, sharpened
+        finder.conv.weight.fill_(50.0)
+        finder.conv.bias.zero_()
+    f = torch.zeros(2, 1, 16, 16)
+    f[0, 0, 8, 3] = 1.0                        # one peak
+    f[1, 0, 8, 3] = f[1, 0, 8, 12] = 1.0       # two peaks on one row
+    points, spread = finder.points_and_spread(f)
+    assert torch.equal(points, finder(f))
+    xs = torch.linspace(-1, 1, 16)
+    assert points[0, 0].item() == pytest.approx(xs[3].item(), abs=1e-4)
+    assert points[1, 0].item() == pytest.approx(((xs[3] + xs[12]) / 2).item(), abs=1e-4)   # between the two
+    assert spread[0].item() == pytest.approx(0.0, abs=1e-4)
+    assert spread[1].item() == pytest.approx(((xs[12] - xs[3]) / 2).item() ** 2, rel=1e-3)
+
+
+def test_point_concentration_adds_the_weighted_spread():
+    from cvae_video.runtime import autocast, grad_scaler
+    from cvae_video.train import build_optimizer, train_step
+    batch = {"frames": (_frames(T=5) * 255).to(torch.uint8), "cond": torch.zeros(2, 5, 0)}
+    runs = {}
+    for weight in (0.0, 3.0):
+        cfg = TrainConfig(model=ModelConfig(condition="none", output="compose", motion_points=2),
+                          point_concentration=weight)
+        torch.manual_seed(0)
+        model = _motion_points_model()
+        optimizer = build_optimizer(cfg, model.parameters())
+        optimizer.step = lambda *a, **k: None
+        torch.manual_seed(1)
+        logs = train_step(model, optimizer, grad_scaler(torch.device("cpu"), "fp32"), batch, cfg, beta=0.0,
+                          tfr=1.0, device=torch.device("cpu"), amp=autocast(torch.device("cpu"), "fp32"))
+        runs[weight] = logs, model.motion_points.points.conv.weight.grad.clone(), model
+    (plain, g0, _), (conc, g3, model) = runs[0.0], runs[3.0]
+    assert "point_spread" not in plain and conc["point_spread"] > 0   # logged per frame, only when weighted
+    x = batch["frames"].float() / 255
+    assert conc["point_spread"] == pytest.approx(model.point_spread(x).item() / 5, rel=1e-5)
+    assert conc["loss"] == pytest.approx(plain["loss"] + 3.0 * 5 * conc["point_spread"], rel=1e-5)
+    assert not torch.allclose(g0, g3)
+    with pytest.raises(ConfigError, match="point_concentration"):
+        TrainConfig(point_concentration=-0.1).validate()
+
+
 @pytest.mark.parametrize("prior", ["fixed", "learned"])
 def test_a_sequence_latent_is_one_draw_for_every_step(prior):
     model = tiny_model(condition="none", latent="sequence", prior=prior, motion_points=2, output="compose")

@@ -164,13 +164,19 @@ class SpatialSoftmaxPoints(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         """f (N, C, H, W) -> (N, 2 n): (x, y) of each point in [-1, 1], x along columns."""
+        return self.points_and_spread(f)[0]
+
+    def points_and_spread(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The points (N, 2 n) and how widely each map's softmax spreads around its point (N, n): the expected
+        squared distance from it. A map with two distant peaks has a large spread, and a point between them."""
         a = self.conv(f).float()
         N, n, H, W = a.shape
         p = torch.softmax(a.flatten(2), -1).view(N, n, H, W)
         ys, xs = (torch.linspace(-1.0, 1.0, k, device=f.device) for k in (H, W))
-        x = (p.sum(2) * xs).sum(-1)
-        y = (p.sum(3) * ys).sum(-1)
-        return torch.stack([x, y], -1).flatten(1)
+        px, py = p.sum(2), p.sum(3)   # (N, n, W), (N, n, H)
+        x, y = (px * xs).sum(-1), (py * ys).sum(-1)
+        spread = (px * (xs - x[..., None]) ** 2).sum(-1) + (py * (ys - y[..., None]) ** 2).sum(-1)
+        return torch.stack([x, y], -1).flatten(1), spread
 
 
 class MotionPoints(nn.Module):
@@ -191,8 +197,15 @@ class MotionPoints(nn.Module):
 
     def forward(self, x: torch.Tensor, before: torch.Tensor | None) -> torch.Tensor:
         """x (N, C, H, W) and the frames before them (None: no change, a sequence's first frame) -> (N, 2K)."""
+        return self.points(self._features(x, before))
+
+    def spread(self, x: torch.Tensor, before: torch.Tensor | None) -> torch.Tensor:
+        """How widely each point's map spreads around it (:meth:`SpatialSoftmaxPoints.points_and_spread`), (N, K)."""
+        return self.points.points_and_spread(self._features(x, before))[1]
+
+    def _features(self, x: torch.Tensor, before: torch.Tensor | None) -> torch.Tensor:
         change = torch.zeros_like(x) if before is None or not self.change else x - before
-        return self.points(self.trunk(torch.cat([x, change], 1)))
+        return self.trunk(torch.cat([x, change], 1))
 
 
 @dataclass(frozen=True)
@@ -524,7 +537,7 @@ class CVAE(nn.Module):
 
     # ---- training ---------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, cond: torch.Tensor, n_past: int,
-                teacher_forcing: bool | torch.Tensor = True) -> dict[str, torch.Tensor]:
+                teacher_forcing: bool | torch.Tensor = True, point_spread: bool = False) -> dict[str, torch.Tensor]:
         """Loss terms for one batch.
 
         x: (B, T, C, H, W) frames in [0, 1]; cond: (B, T, cond_dim); teacher_forcing: one bool for the batch,
@@ -532,7 +545,9 @@ class CVAE(nn.Module):
 
         Returns ``recon`` = sum over steps of the per-step MSE (mean over batch and pixels), ``kl`` = sum over
         steps of KL(q || p) (summed over latent dims, mean over batch), their per-step values (T-1,) and the
-        predictions ``x_hat`` (B, T-1, C, H, W) of frames 1 .. T-1.
+        predictions ``x_hat`` (B, T-1, C, H, W) of frames 1 .. T-1. With motion points, also the point loss and
+        the found points' acceleration, and with ``point_spread`` how widely their maps spread (see
+        :meth:`point_spread`).
         """
         B, T = x.shape[:2]
         if not 1 <= n_past < T:
@@ -576,7 +591,18 @@ class CVAE(nn.Module):
             steps = _Feedback(x=x, h=h, skips=skips, z=z, cond=cond, drawn=drawn, keep=tf[:, None], n_past=n_past,
                               skip_in=skip_in, p_state=p_state, prior_state=prior_state, predicted=predicted)
             x_hat, mu_p, logvar_p = self._feedback_steps(steps, x_hat, mu_p, logvar_p, point_err)
-        return self._loss_terms(x, h, torch.cat(x_hat, 1), (mu_q, logvar_q), (mu_p, logvar_p), point_err)
+        out = self._loss_terms(x, h, torch.cat(x_hat, 1), (mu_q, logvar_q), (mu_p, logvar_p), point_err)
+        if point_spread and self.motion_points is not None:
+            out["point_spread"] = self.point_spread(x)
+        return out
+
+    def point_spread(self, x: torch.Tensor) -> torch.Tensor:
+        """How widely the motion points' maps spread around the points in frames x (B, L, C, H, W): the expected
+        squared distance from each point under its softmax, mean over the batch and the points, summed over the
+        frames. A point between two peaks of its map (that could swing from one to the other) spreads widely."""
+        before = torch.cat([x[:, :1], x[:, :-1]], 1).flatten(0, 1)
+        spread = self.motion_points.spread(x.flatten(0, 1), before).unflatten(0, x.shape[:2])   # (B, L, K)
+        return spread.mean((0, 2)).sum()
 
     def _skip_contexts(self, skips: list[torch.Tensor], idx: list[int], n_past: int):
         """The skip context of each frame that gives skips, computed once however many steps share it: (the
