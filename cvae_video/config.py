@@ -28,7 +28,7 @@ else:  # pragma: no cover
 
 from .errors import ConfigError
 from .models.backbones import BACKBONES
-from .models.svg import CONDITIONS, LATENTS, OUTPUTS, PRIORS, ModelConfig
+from .models.svg import CONDITIONS, LATENTS, OUTPUTS, POINT_FINDERS, PRIORS, ModelConfig
 from .data.dataset import BAD_SAMPLE_POLICIES
 from .runtime import PRECISIONS
 from .tblog import MODES as TENSORBOARD_MODES
@@ -163,9 +163,12 @@ _TYPES = ({f.name: typing.get_type_hints(TrainConfig)[f.name] for f in fields(Tr
 KEYS = tuple(_TYPES)   # every key, flat
 # keys whose value is one of a few names: their flags list the names, and refuse others
 CHOICES = {"condition": CONDITIONS, "latent": LATENTS, "backbone": BACKBONES, "prior": PRIORS, "output": OUTPUTS,
+           "motion_points_finder": POINT_FINDERS,
            "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "train_window": TRAIN_WINDOWS,
            "precision": PRECISIONS, "compile_mode": COMPILE_MODES, "on_bad_sample": BAD_SAMPLE_POLICIES}
-HELP = {"condition": "what the model is given of each frame's condition: full (actions and positions), actions, "
+HELP = {"motion_points_finder": "learned: a small network finds the K motion points; change: one point, the "
+                                "centroid of the frame's change since the frame before (needs motion_points 1)",
+        "condition": "what the model is given of each frame's condition: full (actions and positions), actions, "
                      "positions, or none (action-free: no condition, and the data set needs no CSVs)",
         "latent": "step: a latent z_t per step (SVG); sequence: one z for the whole sequence, so a sample from "
                   "the prior is one whole future"}

@@ -149,6 +149,28 @@ def test_motion_points_are_read_from_the_frame_and_its_change():
             ModelConfig(motion_points=2, output="compose", **({"condition": "none"} | bad))
 
 
+def test_the_change_finder_puts_its_point_between_where_a_square_was_and_where_it_is():
+    model = tiny_model(condition="none", output="compose", motion_points=1, motion_points_finder="change")
+    assert isinstance(model.motion_points, svg.ChangePoint) and not list(model.motion_points.parameters())
+    assert model.decoder.map_channels == 2
+    before, x = torch.full((2, 2, 3, 64, 64), 0.3).unbind(1)
+    before, x = before.clone(), x.clone()
+    before[0, :, 8:16, 8:16] = 1.0      # in sequence 0 a square moves right by 16 pixels; sequence 1 stays still
+    x[0, :, 8:16, 24:32] = 1.0
+    point = model.motion_points(x, before)
+    cols = torch.linspace(-1, 1, 64)
+    middle = (cols[8:16].mean().item() + cols[24:32].mean().item()) / 2
+    assert point[0].tolist() == pytest.approx([middle, cols[8:16].mean().item()], abs=1e-4)
+    assert point[1].tolist() == [0.0, 0.0]                      # no change: the centre
+    assert torch.equal(model.motion_points(x, None), torch.zeros(2, 2))
+    h, _ = model.encode(torch.stack([before, x], 1))
+    assert torch.allclose(model.points_of(h[:, 1]), point, atol=1e-6)
+    with pytest.raises(ValueError, match="motion_points = 1"):
+        ModelConfig(motion_points=2, output="compose", condition="none", motion_points_finder="change")
+    with pytest.raises(ValueError, match="motion_points_finder must be one of"):
+        ModelConfig(motion_points=1, output="compose", condition="none", motion_points_finder="sift")
+
+
 def test_motion_points_train_by_the_found_points_and_predict_by_their_own():
     """Training draws the ground truth's points (the point head only meets the point loss); prediction draws the
     points it predicts, which start as the previous frame's."""

@@ -41,6 +41,7 @@ OUTPUTS = ("direct", "compose")
 CONDITIONS = ("full", "actions", "positions", "none")
 POSTERIOR_INPUTS = ("frame", "change")
 LATENTS = ("step", "sequence")
+POINT_FINDERS = ("learned", "change")
 ACTION_DIM = 4   # the first ACTION_DIM numbers of c_t are the action, the rest the position
 
 
@@ -179,6 +180,36 @@ class SpatialSoftmaxPoints(nn.Module):
         return torch.stack([x, y], -1).flatten(1), spread
 
 
+def change_centroid(x: torch.Tensor, before: torch.Tensor | None, eps: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a frame changed since the frame before it: the centroid of |x - before| (summed over channels) in the
+    [-1, 1] image coordinates, x along columns, (N, 2), and how widely the change spreads around it (N, 1), for x and
+    before (N, C, H, W). Nothing is learnt: what moves (the arm, and what it pushes) is what changes, and the
+    centroid of a moving thing's change (where it was and where it is) moves with it. A frame with no change (or no
+    frame before it) has its point at the centre."""
+    if before is None:
+        return x.new_zeros(x.shape[0], 2).float(), x.new_zeros(x.shape[0], 1).float()
+    d = (x.float() - before.float()).abs().sum(1)                        # (N, H, W)
+    N, H, W = d.shape
+    ys, xs = (torch.linspace(-1.0, 1.0, k, device=x.device) for k in (H, W))
+    mass = d.sum((1, 2)) + eps
+    px, py = d.sum(1), d.sum(2)                                          # (N, W), (N, H)
+    cx, cy = (px * xs).sum(-1) / mass, (py * ys).sum(-1) / mass
+    spread = ((px * (xs - cx[:, None]) ** 2).sum(-1) + (py * (ys - cy[:, None]) ** 2).sum(-1)) / mass
+    return torch.stack([cx, cy], -1), spread[:, None]
+
+
+class ChangePoint(nn.Module):
+    """One image point per frame with nothing to learn: the centroid of the frame's change since the frame before
+    it (:func:`change_centroid`). The same finder in every run, so what the point follows does not depend on the
+    seed; the model still learns to predict it (with z) and to draw from it."""
+
+    def forward(self, x: torch.Tensor, before: torch.Tensor | None) -> torch.Tensor:
+        return change_centroid(x, before)[0]
+
+    def spread(self, x: torch.Tensor, before: torch.Tensor | None) -> torch.Tensor:
+        return change_centroid(x, before)[1]
+
+
 class MotionPoints(nn.Module):
     """K image points per frame, found from the frame and its change since the frame before it: three small
     convolutions at half resolution and a spatial soft-argmax (:class:`SpatialSoftmaxPoints`) whose maps start
@@ -240,6 +271,8 @@ class ModelConfig:
                                 # are in h and are what the decoder draws; the model predicts them: see CVAE
     motion_points_width: int = 32   # channels of the point finder's convolutions (at half resolution)
     motion_points_change: bool = True   # the point finder reads the frame's change since the frame before too
+    motion_points_finder: str = "learned"   # "learned": MotionPoints; "change": one point, the centroid of the
+                                            # frame's change (ChangePoint), nothing learnt
     latent: str = "step"        # "step": a z_t per step (SVG); "sequence": one z for the whole sequence, see CVAE
     point_warp: bool = False    # with motion_points and compose: the frame also mixes K copies of the skip frame,
                                 # each moved by one point's move (shift_by_points), see CVAE.render
@@ -288,6 +321,12 @@ class ModelConfig:
             raise ValueError(f"motion_points must be >= 0; it draws its own points, so it cannot be combined with "
                              f"spatial_cond, spatial_state or keypoints, and it reads the predicted frames back, so "
                              f"it needs frame_feedback; got motion_points={self.motion_points}")
+        if self.motion_points_finder not in POINT_FINDERS:
+            raise ValueError(f"motion_points_finder must be one of {POINT_FINDERS}, got "
+                             f"{self.motion_points_finder!r}")
+        if self.motion_points_finder == "change" and self.motion_points != 1:
+            raise ValueError(f"motion_points_finder 'change' finds one point per frame (the centroid of its change): "
+                             f"it needs motion_points = 1, got {self.motion_points}")
         if not self.finder_from_drawn_frame and not self.motion_points:
             raise ValueError("finder_from_drawn_frame=False stops a gradient to the motion points' finder: it needs "
                              "motion_points > 0")
@@ -348,9 +387,10 @@ class CVAE(nn.Module):
             cfg.backbone, g_dim=cfg.g_dim, channels=cfg.channels, width=cfg.width, out_channels=out_channels,
             cond_channels=2 * self.drawn_dim, map_channels=2 * blobs)
         self.keypoints = ConditionKeypoints(self.drawn_dim, blobs) if blobs else None
-        self.motion_points = (MotionPoints(cfg.channels, cfg.motion_points, cfg.motion_points_width,
-                                           cfg.motion_points_change)
-                              if cfg.motion_points else None)
+        self.motion_points = (None if not cfg.motion_points else ChangePoint()
+                              if cfg.motion_points_finder == "change" else
+                              MotionPoints(cfg.channels, cfg.motion_points, cfg.motion_points_width,
+                                           cfg.motion_points_change))
         if cfg.motion_points:   # blobs exactly at the points to start with; a residual step of the points from (g, z)
             with torch.no_grad():
                 self.keypoints.proj.weight.copy_(torch.eye(2 * cfg.motion_points))
