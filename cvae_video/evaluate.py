@@ -290,8 +290,14 @@ def evaluate(ckpt_path: str, cfg: EvalConfig | None = None, progress: bool = Tru
     result.update({"checkpoint": str(ckpt_path), "data_root": str(trained.data_root(cfg.data_root)),
                    "split": cfg.split, "protocol": cfg.protocol, "n_past": n_past, "seed": cfg.seed,
                    "precision": precision,
-                   "epoch": trained.ckpt.get("epoch"), "step": trained.ckpt.get("step")})
+                   **_trained_when(trained)})
     return result
+
+
+def _trained_when(trained: Trained) -> dict:
+    """The epoch and step of training the checkpoint was saved at (None for a checkpoint of a model alone)."""
+    state = trained.checkpoint.state
+    return {"epoch": state.epoch if state is not None else None, "step": state.step if state is not None else None}
 
 
 def format_table(result: dict) -> str:

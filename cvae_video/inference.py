@@ -17,32 +17,40 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import metrics
-from .checkpoint import inference_model, load_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint
 from .data.dataset import ConditionStats, VideoDataset, frames_to_float
-from .errors import CvaeError, DataError
+from .errors import CheckpointError, CvaeError, DataError
 from .models.svg import CVAE
 from .runtime import autocast, choose_precision
 
 
 @dataclass
 class Trained:
-    """A checkpoint opened for inference: its dict, the model (eval mode, on ``device``) and where it came from."""
-    ckpt: dict
+    """A checkpoint opened for inference: the checkpoint, its model (eval mode, on its device) and the file it
+    came from."""
+    checkpoint: Checkpoint
     model: CVAE
     path: Path
 
     @property
-    def train_config(self) -> dict:
-        return self.ckpt.get("train_config", {})
-
-    @property
     def stats(self) -> ConditionStats:
         """The normalisation of the conditions the model was trained with."""
-        return ConditionStats.from_dict(self.ckpt["cond_stats"])
+        if self.checkpoint.cond_stats is None:
+            raise CheckpointError(f"{self.path}: holds no condition statistics (a checkpoint of a model alone)")
+        return self.checkpoint.cond_stats
+
+    @property
+    def n_past(self) -> int:
+        """The frames the model was trained to start from."""
+        if self.checkpoint.training is None:
+            raise CheckpointError(f"{self.path}: does not record how many frames the model starts from (a "
+                                  f"checkpoint of a model alone); give --n_past")
+        return self.checkpoint.training.n_past
 
     def data_root(self, data_root: str | os.PathLike = "") -> Path:
         """``data_root``, or else the data set the model was trained on; DataError if it is not a folder."""
-        root = data_root or self.train_config.get("resolved_data_root", "")
+        resolved = self.checkpoint.resolved
+        root = data_root or (resolved.data_root if resolved is not None else "")
         if not root:
             raise DataError(f"no --data_root given, and {self.path} does not record the data it was trained on")
         if not Path(root).is_dir():
@@ -85,8 +93,12 @@ def inference_precision(requested: str, model: CVAE, n_past: int, script: str) -
 def open_trained(path: str | os.PathLike, device: torch.device, channels_last: bool | None = None) -> Trained:
     """Load the checkpoint at ``path`` (safely: tensors and plain values only) and rebuild its model on ``device``,
     in the memory format it was trained in unless ``channels_last`` says otherwise."""
-    ckpt = load_checkpoint(path, map_location="cpu")
-    return Trained(ckpt, inference_model(ckpt, str(path), device, channels_last), Path(path))
+    ckpt = load_checkpoint(path)
+    model = ckpt.build_model().to(device).eval()
+    trained_nhwc = ckpt.training is not None and ckpt.training.channels_last
+    if trained_nhwc if channels_last is None else channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return Trained(ckpt, model, Path(path))
 
 
 def take_batch(dataset: Dataset, indices: list[int]) -> dict:

@@ -135,7 +135,7 @@ def predict_own(ckpt: str, frames: str, actions: str | None, positions: str | No
         raise CvaeError(f"--n_future and --n_samples must be >= 1, got {n_future} and {n_samples}")
     dev = resolve_device(device)
     trained = open_trained(ckpt, dev)
-    n_past = n_past or int(trained.train_config.get("n_past", 2))
+    n_past = n_past or trained.n_past
     given = read_frames(frames)
     if len(given) < n_past:
         raise DataError(f"{frames}: {len(given)} frame(s), but the model starts from {n_past} (--n_past)")
