@@ -282,7 +282,7 @@ def _save_pictures(model, val_ds, cfg: TrainConfig, amp, epoch: int, log_dir: Pa
     if n == 0:
         return None
     pred = predict_batch(model, take_batch(val_ds, list(range(n))), n_past=cfg.n_past, n_future=cfg.n_eval,
-                         n_samples=cfg.picture_samples, seed=cfg.seed, amp=amp)
+                         n_samples=cfg.picture_samples, seed=cfg.seed, amp=amp).cpu()
     pictures = log_dir / "pictures"
     for i in range(n):
         save_pictures(pred, i, grid=pictures / f"epoch{epoch:04d}_seq{i}.png", n_show=cfg.picture_samples)
@@ -493,8 +493,8 @@ def validate(run: Run) -> dict:
     cfg = run.cfg
     distributed.broadcast_buffers(run.model, run.world)   # every rank scores the model that rank 0 saves
     with _keep_rng(run.device):
-        scores = score_split(run.model, run.val_loader, run.device, n_past=cfg.n_past, n_future=cfg.n_eval,
-                             n_samples=1, seed=cfg.seed, amp=run.amp)
+        scores = score_split(run.model, run.val_loader, n_past=cfg.n_past, n_future=cfg.n_eval, n_samples=1,
+                             seed=cfg.seed, amp=run.amp)
     world = run.world
     out = {f"val_{k}": distributed.global_mean(scores[k], world) for k in ("psnr", "ssim", "kl")}
     sums = {k: distributed.global_sum(scores[k], world) for k in ("latent_sum", "latent_sumsq", "latent_steps")}

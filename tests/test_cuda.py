@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cvae_video import evaluate, make_gif, train
-from cvae_video.inference import open_trained
+from cvae_video.inference import open_for_inference
 from cvae_video.runtime import autocast, choose_precision, grad_scaler
 from helpers import TINY_FLAGS, tiny_model
 
@@ -90,7 +90,7 @@ def test_resume_on_cuda(cuda_run, tmp_path):
 
 
 def test_a_cuda_checkpoint_predicts_the_same_on_the_cpu(cuda_run, synth_root):
-    on_gpu, on_cpu = (open_trained(cuda_run / "best.pt", d) for d in (CUDA, torch.device("cpu")))
+    on_gpu, on_cpu = (open_for_inference(cuda_run / "best.pt", device=d) for d in (CUDA, torch.device("cpu")))
     ds = on_cpu.open_split("", "test", 6)
     batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
     x = batch["frames"].float() / 255

@@ -101,8 +101,7 @@ def test_validation_psnr_is_over_the_whole_split(ddp_run, synth_root):
     model = ckpt.build_model().to(memory_format=torch.channels_last)   # as trained: the same sums
     ds = VideoDataset(synth_root, "validate", 2 + 4, stats=ckpt.cond_stats)
     ds = torch.utils.data.Subset(ds, range(VAL_SEQUENCES))
-    scores = evaluate.score_split(model, evaluate.make_loader(ds, VAL_BATCH), torch.device("cpu"), n_past=2, n_future=4,
-                                  seed=7)
+    scores = evaluate.score_split(model, evaluate.make_loader(ds, VAL_BATCH), n_past=2, n_future=4, seed=7)
     whole = float(scores["psnr"].mean())
     assert ckpt.state.val_psnr == pytest.approx(whole, abs=1e-9)
     rank0_only = float(scores["psnr"][[0, 1, 4, 5]].mean())    # rank 0's batches 0 and 2
