@@ -17,17 +17,18 @@ from helpers import EARLIEST_STATE_LACKS, TINY_MODEL, format_1, tiny_model
 RECORDS = [{"epoch": 0, "step": 5, "val_psnr": 20.0}, {"epoch": 1, "step": 10, "val_psnr": 20.5}]
 
 
-def a_run(tmp_path) -> tuple[Checkpoint, torch.nn.Module]:
-    """The checkpoint of a tiny model at the end of epoch 1 of a 3-epoch run of 5 steps each, and the model."""
+def a_run(tmp_path, precision: str = "auto", decided: str = "bf16") -> tuple[Checkpoint, torch.nn.Module]:
+    """The checkpoint of a tiny model at the end of epoch 1 of a 3-epoch run of 5 steps each that asked for
+    ``precision`` and trained in ``decided``, and the model."""
     model = tiny_model()
     optimizer = torch.optim.Adam(model.parameters())
-    training = config_mod.TrainConfig(model=ModelConfig(**TINY_MODEL), precision="fp32", niter=3, epoch_size=5,
+    training = config_mod.TrainConfig(model=ModelConfig(**TINY_MODEL), precision=precision, niter=3, epoch_size=5,
                                       data_root=str(tmp_path / "data"), log_dir=str(tmp_path))
     state = RunState(kl_total_steps=15, epoch=1, step=10, best_val_psnr=20.5, val_psnr=20.5, records=RECORDS,
                      optimizer=optimizer.state_dict(), scaler={}, rng=rng_state())
     stats = ConditionStats(tuple(float(i) for i in range(7)), (2.0,) * 7)
-    return Checkpoint.of(model, cond_stats=stats, training=training, resolved=Resolved(str(tmp_path), "fp32", "cpu"),
-                         state=state), model
+    return Checkpoint.of(model, cond_stats=stats, training=training,
+                         resolved=Resolved(str(tmp_path), decided, "cpu"), state=state), model
 
 
 def predictions(model) -> torch.Tensor:
@@ -54,7 +55,7 @@ def test_a_checkpoint_holds_each_fact_once_and_loads_weights_only(tmp_path):
     assert set(raw["model"]) == {"config", "weights", "cond_stats"}
     assert not set(raw["training"]) & set(config_mod.MODEL_KEYS) and "model" not in raw["training"]
     assert not any(k.startswith("resolved") for k in raw["training"])
-    assert raw["resolved"] == {"data_root": str(tmp_path), "precision": "fp32", "device": "cpu"}
+    assert raw["resolved"] == {"data_root": str(tmp_path), "precision": "bf16", "device": "cpu"}
     got = load_checkpoint(tmp_path / "last.pt")
     assert_same_run(got, ckpt)
     assert got.source == str(tmp_path / "last.pt") and isinstance(got.training, config_mod.TrainConfig)
@@ -64,9 +65,10 @@ def test_a_checkpoint_holds_each_fact_once_and_loads_weights_only(tmp_path):
 @pytest.mark.parametrize("earliest", [False, True], ids=["format_1", "format_1_earliest"])
 def test_a_format_1_run_checkpoint_migrates(tmp_path, earliest):
     """Format 1 held the model's config twice and the run's decisions inside its config; its earliest versions
-    had every config key at one level (``cuda`` beside ``device``), decided only the data root, and saved no
-    records (they are in the metrics.jsonl beside it), KL horizon (the run's length) or skip count (0)."""
-    ckpt, model = a_run(tmp_path)
+    had every config key at one level (``cuda`` beside ``device``), decided only the data root (the precision
+    was the one asked for), and saved no records (they are in the metrics.jsonl beside it), KL horizon (the
+    run's length) or skip count (0)."""
+    ckpt, model = a_run(tmp_path, *(("fp32", "fp32") if earliest else ("auto", "bf16")))
     old = format_1(ckpt, earliest=earliest)
     old["train_config"]["a_key_since_removed"] = 1   # config keys this version does not know are dropped
     assert earliest == all(k not in old for k in EARLIEST_STATE_LACKS) and "model_config" in old
