@@ -8,7 +8,8 @@ the training's at the top level or in any other table (``[training]``, ``[data]`
 fails naming it, and so do unknown keys and values of the wrong type. Files written before the model had its own
 table (every key at the top level) still load. On the command line every key is a flag of its own
 (``--z_dim 16``, ``--lr 0.001``), and a study factor or a flat dict names it the same way: keys are unique across
-the two. The resolved config is saved as ``config.toml`` and inside every checkpoint.
+the two. A run saves its config as ``config.toml``, with what it decided at start-up (the data set, the
+precision) in a ``[resolved]`` table that is not read back as config, and inside every checkpoint.
 """
 
 from __future__ import annotations
@@ -200,8 +201,12 @@ def _check_table(key: str, table: str | None, source: str) -> None:
                           f"[model] table")
 
 
+RESOLVED_TABLE = "resolved"   # the table of a run's config.toml that says what the run decided (see to_toml)
+
+
 def load_toml(path: str | Path) -> dict:
-    """The values of a TOML config file, type-checked and table-checked, as one flat dict of keys."""
+    """The values of a TOML config file, type-checked and table-checked, as one flat dict of keys; a
+    ``[resolved]`` table is skipped."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -209,6 +214,7 @@ def load_toml(path: str | Path) -> dict:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML ({e})") from None
+    raw.pop(RESOLVED_TABLE, None)   # what a run decided, not config
     flat: dict = {}
     for key, value in raw.items():
         table = key if isinstance(value, dict) else None
@@ -258,12 +264,14 @@ def from_dict(values: dict, source: str = "config") -> TrainConfig:
     return cfg
 
 
-def to_toml(cfg: TrainConfig) -> str:
-    """The config as TOML: the training's keys, then the model's in a [model] table."""
+def to_toml(cfg: TrainConfig, resolved: dict | None = None) -> str:
+    """The config as TOML: the training's keys, then the model's in a [model] table, and with ``resolved`` (what
+    a run decided: its data set, precision and device) a [resolved] table, which :func:`load_toml` skips."""
     d = cfg.to_dict()
-    model = d.pop("model")
+    tables = {"model": d.pop("model")} | ({RESOLVED_TABLE: resolved} if resolved is not None else {})
     lines = [f"{key} = {json.dumps(value)}" for key, value in d.items()]   # JSON scalars are valid TOML scalars
-    lines += ["", "[model]"] + [f"{key} = {json.dumps(value)}" for key, value in model.items()]
+    for name, table in tables.items():
+        lines += ["", f"[{name}]"] + [f"{key} = {json.dumps(value)}" for key, value in table.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -316,13 +324,10 @@ RESUME_MAY_CHANGE = ("niter", "log_dir", "data_root", "num_workers", "device", "
                      "on_bad_sample", "sync_bn", "val_batch_size")
 
 
-def check_resume_changes(saved: dict, cfg: TrainConfig, source: str) -> None:
-    """Raise ConfigError if ``cfg`` changes a key of the run saved in ``source`` that a resumed run must keep.
-
-    ``saved`` is the run's config dict (keys it lacks, from an older version, count as their defaults).
-    """
-    old = TrainConfig().flat() | {k: v for k, v in flatten(saved).items() if k in _TYPES}
-    new = cfg.flat()
+def check_resume_changes(saved: TrainConfig, cfg: TrainConfig, source: str) -> None:
+    """Raise ConfigError if ``cfg`` changes a key of the run saved in ``source`` (with config ``saved``) that a
+    resumed run must keep."""
+    old, new = saved.flat(), cfg.flat()
     changed = [k for k in new if k not in RESUME_MAY_CHANGE and old[k] != new[k]]
     if not changed:
         return

@@ -21,7 +21,7 @@ CPU with gloo. The decisions, made once at the top of ``train``:
 - Only rank 0 writes logs, pictures and checkpoints; checkpoints hold the unwrapped model (no ``module.``).
 - Validation: rank r scores the batches r, r + WORLD_SIZE, ... of the validate split and the per-frame PSNR sums
   and counts, and the sums of the posterior means behind the active units, are all-reduced; latent draws are
-  seeded per batch (see ``evaluate.score_split``), so the result equals a single process scoring the whole split.
+  seeded per batch (see ``inference.predict_batch``), so the result equals a single process scoring the whole split.
 """
 
 from __future__ import annotations

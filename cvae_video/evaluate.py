@@ -24,11 +24,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from . import config as config_mod, metrics
-from .data.dataset import frames_to_float
 from .errors import CvaeError, DataError
 from .fileio import atomic_write_json, atomic_write_text
-from .inference import Trained, inference_precision, open_trained
-from .runtime import PRECISIONS, autocast, derive_seed, keep_freed_memory, resolve_device
+from .inference import Trained, open_for_inference, predict_batch
+from .runtime import PRECISIONS, keep_freed_memory
 
 PROTOCOLS = {"lab": (2, 10), "svg": (2, 28)}
 
@@ -73,11 +72,11 @@ class ShuffledConditions(Dataset):
 
 
 @torch.inference_mode()
-def score_split(model, loader, device: torch.device, *, n_past: int, n_future: int, n_samples: int = 1,
-                z_mode: str = "sample", seed: int = 0, amp=None, progress: bool = False,
-                with_kl: bool = True, lpips=None) -> dict[str, np.ndarray]:
+def score_split(model, loader, *, n_past: int, n_future: int, n_samples: int = 1, z_mode: str = "sample",
+                seed: int = 0, amp=None, progress: bool = False, with_kl: bool = True,
+                lpips=None) -> dict[str, np.ndarray]:
     """Per-frame PSNR/SSIM (and, given an :class:`~cvae_video.perceptual.LPIPS`, LPIPS) of every sequence of
-    ``loader``.
+    ``loader``, predicted by :func:`~cvae_video.inference.predict_batch` on the model's device.
 
     Returns arrays: ``psnr``/``ssim`` (N, S, F) of the model's samples, ``base_psnr``/``base_ssim`` (N, F) of
     copy-last-frame, ``diversity`` (N, F), the standard deviation across the samples averaged over pixels (zero
@@ -87,53 +86,52 @@ def score_split(model, loader, device: torch.device, *, n_past: int, n_future: i
     (N, z_dim), with ``latent_steps`` (N,) the steps summed: sums of any shares of the split add up to those of
     the whole split, whose variances :func:`latent_summary` thresholds (active units).
 
-    Deterministic given ``seed``: each batch draws its latents from its own generator, seeded with (seed, index of
-    the batch's first sequence), so a batch scores the same whichever batches ran before it or in other processes
-    (``distributed.shard_loader``).
+    Deterministic given ``seed``: each batch draws its latents as ``predict_batch`` seeds them, from (seed, index
+    of the batch's first sequence), so a batch scores the same whichever batches ran before it or in other
+    processes (``distributed.shard_loader``).
     """
-    model.eval()
     amp = amp or nullcontext()
-    gen = torch.Generator(device)
     out = {"psnr": [], "ssim": [], "base_psnr": [], "base_ssim": [], "diversity": [], "kl": [], "latent_sum": [],
            "latent_sumsq": [], "latent_steps": [], "lpips": [], "base_lpips": []}
     for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
-        gen.manual_seed(derive_seed(seed, int(batch["index"][0])))
-        x = frames_to_float(batch["frames"].to(device))             # (B, T, C, H, W)
-        cond = batch["cond"].to(device)
-        gt = x[:, n_past:n_past + n_future]                         # (B, F, C, H, W)
-        with amp:
-            pred = model.predict(x[:, :n_past], cond, n_future, n_samples=n_samples, z_mode=z_mode,
-                                 generator=gen)   # (B, S, F, C, H, W)
-            if with_kl:   # depends on the frames alone: a pass that changes only z or the conditions skips it
-                kl, mu_q = model.latent_stats(x[:, :n_past + n_future], n_past)         # (B, T-1), (B, T-1, z)
-                mu_q = mu_q.double()
-                out["kl"].append(kl.mean(1).cpu())                               # (B,)
-                out["latent_sum"].append(mu_q.sum(1).cpu())                      # (B, z)
-                out["latent_sumsq"].append(mu_q.square().sum(1).cpu())
-                out["latent_steps"].append(torch.full((x.shape[0],), mu_q.shape[1], dtype=torch.float64))
-        pred = pred.float()
+        p = predict_batch(model, batch, n_past=n_past, n_future=n_future, n_samples=n_samples, z_mode=z_mode,
+                          seed=seed, amp=amp)
+        x, pred = p.x, p.samples                                    # (B, T, C, H, W), (B, S, F, C, H, W)
+        gt = x[:, n_past:]                                          # (B, F, C, H, W)
+        if with_kl:   # depends on the frames alone: a pass that changes only z or the conditions skips it
+            with amp:
+                kl, mu_q = model.latent_stats(x, n_past)            # (B, T-1), (B, T-1, z)
+            mu_q = mu_q.double()
+            out["kl"].append(kl.mean(1).cpu())                               # (B,)
+            out["latent_sum"].append(mu_q.sum(1).cpu())                      # (B, z)
+            out["latent_sumsq"].append(mu_q.square().sum(1).cpu())
+            out["latent_steps"].append(torch.full((x.shape[0],), mu_q.shape[1], dtype=torch.float64))
         out["diversity"].append(metrics.sample_spread(pred).mean((2, 3, 4)).cpu())   # (B, F)
         pred = pred.flatten(0, 1)
         gt_rep = gt.repeat_interleave(n_samples, 0)
         B = x.shape[0]
         out["psnr"].append(metrics.psnr(pred, gt_rep).unflatten(0, (B, n_samples)).cpu())
         out["ssim"].append(metrics.ssim(pred, gt_rep).unflatten(0, (B, n_samples)).cpu())
-        base = metrics.copy_last_baseline(x[:, :n_past + n_future], n_past)
+        base = metrics.copy_last_baseline(x, n_past)
         out["base_psnr"].append(metrics.psnr(base, gt).cpu())
         out["base_ssim"].append(metrics.ssim(base, gt).cpu())
         if lpips is not None:
             out["lpips"].append(lpips(pred, gt_rep).unflatten(0, (B, n_samples)))
             out["base_lpips"].append(lpips(base, gt))
     if not out["psnr"]:   # an empty loader (a process's share of a small split)
-        z = model.cfg.z_dim
-        return {"psnr": np.zeros((0, n_samples, n_future)), "ssim": np.zeros((0, n_samples, n_future)),
-                "base_psnr": np.zeros((0, n_future)), "base_ssim": np.zeros((0, n_future)),
-                "diversity": np.zeros((0, n_future)),
-                **({"kl": np.zeros(0), "latent_sum": np.zeros((0, z)), "latent_sumsq": np.zeros((0, z)),
-                    "latent_steps": np.zeros(0)} if with_kl else {}),
-                **({"lpips": np.zeros((0, n_samples, n_future)), "base_lpips": np.zeros((0, n_future))}
-                   if lpips is not None else {})}
+        return _no_scores(model.cfg.z_dim, n_samples, n_future, with_kl, lpips is not None)
     return {k: torch.cat(v).numpy().astype(np.float64) for k, v in out.items() if v}
+
+
+def _no_scores(z_dim: int, n_samples: int, n_future: int, with_kl: bool, with_lpips: bool) -> dict[str, np.ndarray]:
+    """What :func:`score_split` returns for no sequences: each array with zero rows."""
+    return {"psnr": np.zeros((0, n_samples, n_future)), "ssim": np.zeros((0, n_samples, n_future)),
+            "base_psnr": np.zeros((0, n_future)), "base_ssim": np.zeros((0, n_future)),
+            "diversity": np.zeros((0, n_future)),
+            **({"kl": np.zeros(0), "latent_sum": np.zeros((0, z_dim)), "latent_sumsq": np.zeros((0, z_dim)),
+                "latent_steps": np.zeros(0)} if with_kl else {}),
+            **({"lpips": np.zeros((0, n_samples, n_future)), "base_lpips": np.zeros((0, n_future))}
+               if with_lpips else {})}
 
 
 def latent_summary(total: np.ndarray, total_sq: np.ndarray, count: float) -> dict:
@@ -262,24 +260,23 @@ def evaluate(ckpt_path: str, cfg: EvalConfig | None = None, progress: bool = Tru
     n_past, n_future = cfg.frames()
     if cfg.n_samples < 1:
         raise CvaeError(f"--n_samples must be >= 1, got {cfg.n_samples}")
-    device = resolve_device(cfg.device)
-    trained = open_trained(ckpt_path, device, cfg.channels_last)
+    trained = open_for_inference(ckpt_path, device=cfg.device, precision=cfg.precision,
+                                 channels_last=cfg.channels_last, n_past=n_past, script="cvae-eval")
     model = trained.model
-    precision = inference_precision(cfg.precision, model, n_past, "cvae-eval")
-    amp = autocast(device, precision)
-    if cfg.compile:   # an instance attribute: score_split calls model.predict
-        model.predict = torch.compile(model.predict)
     ds = _open_eval_split(trained, cfg, n_past, n_future)
+    amp = trained.amp()   # decides auto, timing the model as it is
+    if cfg.compile:   # an instance attribute: predict_batch calls model.predict
+        model.predict = torch.compile(model.predict)
 
     lpips = None
     if cfg.lpips:
         from .perceptual import LPIPS
-        lpips = LPIPS(device, cfg.lpips_weights or None)
+        lpips = LPIPS(trained.device, cfg.lpips_weights or None)
 
     def score(dataset, n_samples: int, z_mode: str, with_kl: bool) -> dict[str, np.ndarray]:
-        loader = make_loader(dataset, cfg.batch_size, cfg.num_workers, device)
-        return score_split(model, loader, device, n_past=n_past, n_future=n_future, n_samples=n_samples,
-                           z_mode=z_mode, seed=cfg.seed, amp=amp, progress=progress, with_kl=with_kl, lpips=lpips)
+        loader = make_loader(dataset, cfg.batch_size, cfg.num_workers, trained.device)
+        return score_split(model, loader, n_past=n_past, n_future=n_future, n_samples=n_samples, z_mode=z_mode,
+                           seed=cfg.seed, amp=amp, progress=progress, with_kl=with_kl, lpips=lpips)
 
     scores = score(ds, cfg.n_samples, "sample", with_kl=True)
     mean_scores = score(ds, 1, "mean", with_kl=False)
@@ -289,9 +286,14 @@ def evaluate(ckpt_path: str, cfg: EvalConfig | None = None, progress: bool = Tru
     result = report(scores, mean_scores, shuffled_scores, note)
     result.update({"checkpoint": str(ckpt_path), "data_root": str(trained.data_root(cfg.data_root)),
                    "split": cfg.split, "protocol": cfg.protocol, "n_past": n_past, "seed": cfg.seed,
-                   "precision": precision,
-                   "epoch": trained.ckpt.get("epoch"), "step": trained.ckpt.get("step")})
+                   "precision": trained.precision, **_trained_when(trained)})
     return result
+
+
+def _trained_when(trained: Trained) -> dict:
+    """The epoch and step of training the checkpoint was saved at (None for a checkpoint of a model alone)."""
+    state = trained.checkpoint.state
+    return {"epoch": state.epoch if state is not None else None, "step": state.step if state is not None else None}
 
 
 def format_table(result: dict) -> str:

@@ -1,7 +1,9 @@
-"""The steps every use of a trained model shares: open a checkpoint as a model, find and open its data with the
-statistics it was trained with, predict a batch from a seeded generator, and draw the predictions.
+"""The steps every use of a trained model shares: open a checkpoint for inference (model, device, precision),
+find and open its data with the statistics it was trained with, predict a batch with the latents seeded by
+``(seed, index of its first sequence)``, and draw the predictions.
 
-``cvae-eval``, ``cvae-make-gif`` and the pictures ``cvae-train`` draws after each epoch all go through here.
+``cvae-eval`` (and the validation of ``cvae-train``), ``cvae-make-gif``, ``cvae-predict`` and the pictures
+``cvae-train`` draws after each epoch all predict through :func:`predict_batch`.
 """
 
 from __future__ import annotations
@@ -10,39 +12,73 @@ import os
 import sys
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import metrics
-from .checkpoint import inference_model, load_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint
 from .data.dataset import ConditionStats, VideoDataset, frames_to_float
-from .errors import CvaeError, DataError
+from .errors import CheckpointError, ConfigError, CvaeError, DataError
 from .models.svg import CVAE
-from .runtime import autocast, choose_precision
+from .runtime import PRECISIONS, autocast, choose_precision, derive_seed, resolve_device
 
 
 @dataclass
 class Trained:
-    """A checkpoint opened for inference: its dict, the model (eval mode, on ``device``) and where it came from."""
-    ckpt: dict
+    """A checkpoint opened for inference (see :func:`open_for_inference`): the checkpoint, its model (eval mode,
+    on its device), the file it came from, and the precision asked for (``requested``; :attr:`precision` decides
+    ``auto``, prefixing what it says with ``script``, by timing a prediction from ``probe_frames`` frames)."""
+    checkpoint: Checkpoint
     model: CVAE
     path: Path
+    requested: str = "fp32"
+    script: str = "cvae_video"
+    probe_frames: int | None = None   # None: as the model was trained
+    _precision: str | None = field(default=None, repr=False)
 
     @property
-    def train_config(self) -> dict:
-        return self.ckpt.get("train_config", {})
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def precision(self) -> str:
+        """The precision to predict in: ``requested``, with ``auto`` decided for this model on its device at first
+        use (so after the caller's checks of its input) and said once on stderr."""
+        if self._precision is None:
+            auto = self.requested == "auto"
+            probe = prediction_probe(self.model, self.probe_frames or self.n_past) if auto else None
+            choice = choose_precision(self.requested, self.device, probe)
+            if auto:
+                print(f"{self.script}: {choice.describe()}", file=sys.stderr)
+            self._precision = choice.precision
+        return self._precision
+
+    def amp(self):
+        """The autocast context of :attr:`precision` on the model's device (a no-op for fp32)."""
+        return autocast(self.device, self.precision)
 
     @property
     def stats(self) -> ConditionStats:
         """The normalisation of the conditions the model was trained with."""
-        return ConditionStats.from_dict(self.ckpt["cond_stats"])
+        if self.checkpoint.cond_stats is None:
+            raise CheckpointError(f"{self.path}: holds no condition statistics (a checkpoint of a model alone)")
+        return self.checkpoint.cond_stats
+
+    @property
+    def n_past(self) -> int:
+        """The frames the model was trained to start from."""
+        if self.checkpoint.training is None:
+            raise CheckpointError(f"{self.path}: does not record how many frames the model starts from (a "
+                                  f"checkpoint of a model alone); give --n_past")
+        return self.checkpoint.training.n_past
 
     def data_root(self, data_root: str | os.PathLike = "") -> Path:
         """``data_root``, or else the data set the model was trained on; DataError if it is not a folder."""
-        root = data_root or self.train_config.get("resolved_data_root", "")
+        resolved = self.checkpoint.resolved
+        root = data_root or (resolved.data_root if resolved is not None else "")
         if not root:
             raise DataError(f"no --data_root given, and {self.path} does not record the data it was trained on")
         if not Path(root).is_dir():
@@ -74,19 +110,22 @@ def prediction_probe(model: CVAE, n_past: int, batch: int = 8) -> Callable[[str]
     return run
 
 
-def inference_precision(requested: str, model: CVAE, n_past: int, script: str) -> str:
-    """``requested``, with ``auto`` resolved for this model on its device (said once on stderr)."""
-    choice = choose_precision(requested, next(model.parameters()).device, prediction_probe(model, n_past))
-    if requested == "auto":
-        print(f"{script}: {choice.describe()}", file=sys.stderr)
-    return choice.precision
-
-
-def open_trained(path: str | os.PathLike, device: torch.device, channels_last: bool | None = None) -> Trained:
-    """Load the checkpoint at ``path`` (safely: tensors and plain values only) and rebuild its model on ``device``,
-    in the memory format it was trained in unless ``channels_last`` says otherwise."""
-    ckpt = load_checkpoint(path, map_location="cpu")
-    return Trained(ckpt, inference_model(ckpt, str(path), device, channels_last), Path(path))
+def open_for_inference(path: str | os.PathLike, *, device: str | torch.device = "cpu", precision: str = "fp32",
+                       channels_last: bool | None = None, n_past: int | None = None,
+                       script: str = "cvae_video") -> Trained:
+    """Open the checkpoint at ``path`` (safely: tensors and plain values only) and rebuild its model on ``device``
+    in eval mode, in the memory format it was trained in unless ``channels_last`` says otherwise. ``precision``:
+    what to predict in (:meth:`Trained.amp`); ``auto`` is decided at first use by timing a prediction from
+    ``n_past`` frames (default: as trained), and said on stderr prefixed with ``script``."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: must be one of {PRECISIONS}")
+    device = resolve_device(str(device))
+    ckpt = load_checkpoint(path)
+    model = ckpt.build_model().to(device).eval()
+    trained_nhwc = ckpt.training is not None and ckpt.training.channels_last
+    if trained_nhwc if channels_last is None else channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return Trained(ckpt, model, Path(path), precision, script, n_past)
 
 
 def take_batch(dataset: Dataset, indices: list[int]) -> dict:
@@ -99,25 +138,34 @@ def take_batch(dataset: Dataset, indices: list[int]) -> dict:
 
 @dataclass
 class Predictions:
-    """Ground truth ``x`` (B, T, C, H, W) in [0, 1] and ``samples`` (B, S, T - n_past, C, H, W), float32 on the CPU."""
+    """Ground truth ``x`` (B, T, C, H, W) in [0, 1] and ``samples`` (B, S, T - n_past, C, H, W) in float32, on the
+    model's device (:meth:`cpu` for the CPU)."""
     x: torch.Tensor
     samples: torch.Tensor
     n_past: int
 
+    def cpu(self) -> "Predictions":
+        return Predictions(self.x.cpu(), self.samples.cpu(), self.n_past)
+
 
 @torch.inference_mode()
-def predict_batch(model: CVAE, batch: dict, *, n_past: int, n_future: int, n_samples: int, seed: int,
-                  amp=None) -> Predictions:
-    """``n_samples`` futures of ``n_future`` frames for every sequence of ``batch``, after its first ``n_past``
-    frames; the latents come from a generator seeded with ``seed``, so the same call draws the same futures."""
+def predict_batch(model: CVAE, batch: dict, *, n_past: int, n_future: int, n_samples: int = 1,
+                  z_mode: str = "sample", seed: int = 0, amp=None) -> Predictions:
+    """``n_samples`` futures of ``n_future`` frames for every sequence of ``batch`` (``frames``, ``cond`` and
+    ``index``, the data set's item numbers), after its first ``n_past`` frames, under the autocast context
+    ``amp``; z drawn (``z_mode="sample"``) or at the latents' means (``"mean"``), see :meth:`CVAE.predict`.
+
+    The latents come from a generator seeded with ``derive_seed(seed, index of the batch's first sequence)``: the
+    same call draws the same futures, and a batch of a split draws the same whichever batches ran before it or in
+    other processes (``distributed.shard_loader``)."""
     device = next(model.parameters()).device
     model.eval()
-    x = frames_to_float(batch["frames"].to(device))
-    gen = torch.Generator(device).manual_seed(seed)
+    x = frames_to_float(batch["frames"][:, :n_past + n_future].to(device))     # (B, T, C, H, W)
+    gen = torch.Generator(device).manual_seed(derive_seed(seed, int(batch["index"][0])))
     with amp or nullcontext():
-        pred = model.predict(x[:, :n_past], batch["cond"].to(device), n_future, n_samples=n_samples,
-                             generator=gen)
-    return Predictions(x[:, :n_past + n_future].cpu(), pred.float().cpu(), n_past)
+        pred = model.predict(x[:, :n_past], batch["cond"].to(device), n_future, n_samples=n_samples, z_mode=z_mode,
+                             generator=gen)                                     # (B, S, F, C, H, W)
+    return Predictions(x, pred.float(), n_past)
 
 
 def best_first(pred: Predictions, b: int, n_show: int) -> tuple[list[int], list[str]]:
@@ -135,6 +183,7 @@ def save_pictures(pred: Predictions, b: int, *, grid: str | os.PathLike, gif: st
     """Sequence ``b``'s grid (ground-truth row, then the samples of :func:`best_first`) and, with ``gif``, its
     animated GIF (ground truth and the same samples side by side). Returns the paths written."""
     from .viz import save_gif, save_prediction_grid
+    pred = pred.cpu()
     order, labels = best_first(pred, b, n_show)
     x = pred.x[b]
     written = [save_prediction_grid(x, pred.samples[b, order], grid, pred.n_past, labels=labels)]

@@ -14,8 +14,8 @@ from pathlib import Path
 from .config import add_cuda_flag
 from .errors import CvaeError
 from .evaluate import PROTOCOLS, protocol_frames
-from .inference import inference_precision, open_trained, predict_batch, save_pictures, take_batch
-from .runtime import PRECISIONS, autocast, resolve_device
+from .inference import open_for_inference, predict_batch, save_pictures, take_batch
+from .runtime import PRECISIONS
 
 
 @dataclass
@@ -37,13 +37,12 @@ def make_pictures(ckpt_path: str, out_dir: str, cfg: PictureConfig | None = None
     """Write ``seq{i}.gif`` and ``seq{i}_grid.png`` into ``out_dir`` per index of ``cfg.indices``; returns the
     paths written."""
     cfg = cfg or PictureConfig()
-    device = resolve_device(cfg.device)
-    trained = open_trained(ckpt_path, device)
     n_past, n_future = protocol_frames(cfg.protocol)
+    trained = open_for_inference(ckpt_path, device=cfg.device, precision=cfg.precision, n_past=n_past,
+                                 script="cvae-make-gif")
     ds = trained.open_split(cfg.data_root, cfg.split, n_past + n_future)
-    precision = inference_precision(cfg.precision, trained.model, n_past, "cvae-make-gif")
     pred = predict_batch(trained.model, take_batch(ds, cfg.indices), n_past=n_past, n_future=n_future,
-                         n_samples=cfg.n_samples, seed=cfg.seed, amp=autocast(device, precision))
+                         n_samples=cfg.n_samples, seed=cfg.seed, amp=trained.amp()).cpu()
     out = Path(out_dir)
     written = []
     for b, idx in enumerate(cfg.indices):

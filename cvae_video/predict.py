@@ -35,8 +35,8 @@ from .config import add_cuda_flag
 from .data import layout
 from .errors import CvaeError, DataError
 from .fileio import atomic_write
-from .inference import inference_precision, open_trained, predict_batch
-from .runtime import PRECISIONS, autocast, resolve_device
+from .inference import open_for_inference, predict_batch
+from .runtime import PRECISIONS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v"}
@@ -133,9 +133,8 @@ def predict_own(ckpt: str, frames: str, actions: str | None, positions: str | No
     ``actions`` (and ``positions``) may be None only for a model with ``condition = "none"``."""
     if n_future < 1 or n_samples < 1:
         raise CvaeError(f"--n_future and --n_samples must be >= 1, got {n_future} and {n_samples}")
-    dev = resolve_device(device)
-    trained = open_trained(ckpt, dev)
-    n_past = n_past or int(trained.train_config.get("n_past", 2))
+    trained = open_for_inference(ckpt, device=device, precision=precision, n_past=n_past, script="cvae-predict")
+    n_past = n_past or trained.n_past
     given = read_frames(frames)
     if len(given) < n_past:
         raise DataError(f"{frames}: {len(given)} frame(s), but the model starts from {n_past} (--n_past)")
@@ -156,10 +155,9 @@ def predict_own(ckpt: str, frames: str, actions: str | None, positions: str | No
                                sees_positions=condition in ("full", "positions"))
         cond = torch.from_numpy(stats.normalize(rows[start:start + n_past + n_future]))[None]
     batch = {"frames": torch.from_numpy(given[start:]).permute(0, 3, 1, 2)[None],          # (1, n_past, C, H, W)
-             "cond": cond}
-    prec = inference_precision(precision, trained.model, n_past, "cvae-predict")
+             "cond": cond, "index": torch.tensor([0])}                                    # one sequence, number 0
     pred = predict_batch(trained.model, batch, n_past=n_past, n_future=n_future, n_samples=n_samples, seed=seed,
-                         amp=autocast(dev, prec)).samples[0]                                # (S, F, C, H, W)
+                         amp=trained.amp()).cpu().samples[0]                                # (S, F, C, H, W)
     pred = (pred.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
     return _write(Path(out), given, pred, fps)
 

@@ -17,9 +17,8 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -27,12 +26,12 @@ from tqdm import tqdm
 
 from . import config as config_mod
 from . import distributed, metrics
-from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import Checkpoint, Resolved, RunState, load_checkpoint, load_model_state
 from .config import TrainConfig
 from .data.dataset import BadTrajectory, ConditionStats, VideoDataset, WindowSampler, frames_to_float
 from .errors import CheckpointError, ConfigError, CvaeError, DataError
 from .evaluate import score_split
-from .fileio import atomic_write_json, atomic_write_text, read_json_lines, remove_stale_temp_files
+from .fileio import atomic_write_json, atomic_write_text, remove_stale_temp_files
 from .inference import predict_batch, save_pictures, take_batch
 from .models.rnn import gaussian_kl
 from .models.svg import CVAE
@@ -207,60 +206,6 @@ def _prepare_log_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
     return log_dir
 
 
-@dataclass
-class RunState:
-    """What a checkpoint holds beyond the model, its config and the data's statistics, as one object: saved with
-    :meth:`to_dict`, read back with :meth:`from_checkpoint`.
-
-    ``epoch`` is the last finished epoch (zero-based, -1 before the first), ``step`` the optimizer steps so far,
-    ``best_val_psnr`` / ``val_psnr`` the best and the last validation PSNR, ``records`` the metrics line of every
-    epoch so far (plain numbers), ``kl_total_steps`` the KL schedule's horizon (the length of the run as first
-    started: a resumed run with a larger ``niter`` keeps its schedule), ``skipped_nonfinite_total`` the batches
-    skipped for a non-finite loss; ``optimizer``, ``scaler`` and ``rng`` the optimizer's, gradient scaler's and
-    random generators' states at the end of ``epoch`` (:meth:`capture`, :meth:`restore`).
-    """
-    kl_total_steps: int
-    epoch: int = -1
-    step: int = 0
-    best_val_psnr: float = -math.inf
-    val_psnr: float | None = None
-    skipped_nonfinite_total: int = 0
-    records: list[dict] = field(default_factory=list)
-    optimizer: dict | None = None
-    scaler: dict | None = None
-    rng: dict | None = None
-
-    # what a checkpoint must hold to be resumed; older checkpoints may lack the other fields
-    REQUIRED: ClassVar[tuple[str, ...]] = ("train_config", "cond_stats", "epoch", "step", "best_val_psnr",
-                                           "optimizer", "scaler", "rng")
-
-    def capture(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
-        self.optimizer, self.scaler, self.rng = optimizer.state_dict(), scaler.state_dict(), rng_state()
-
-    def restore(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
-        optimizer.load_state_dict(self.optimizer)
-        if self.scaler:   # empty when saved by a disabled scaler (not fp16), which an fp16 run's cannot load
-            scaler.load_state_dict(self.scaler)
-        set_rng_state(self.rng)
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict, path: Path, kl_total_steps: int, metrics_file: Path) -> "RunState":
-        """The state saved in ``ckpt`` (read from ``path``); ``kl_total_steps`` and the records of
-        ``metrics_file`` stand in for what a checkpoint of an older version lacks."""
-        missing = [k for k in cls.REQUIRED if k not in ckpt]
-        if missing:
-            raise CheckpointError(f"{path}: cannot resume from it: it lacks {', '.join(missing)} (only last.pt and "
-                                  f"best.pt of cvae-train hold a run's full state)")
-        saved = {f.name: ckpt[f.name] for f in fields(cls) if f.name in ckpt}
-        state = cls(**{"kl_total_steps": kl_total_steps} | saved)
-        if "records" not in ckpt:
-            state.records = read_json_lines(metrics_file)[:state.epoch + 1]
-        return state
-
-
 def _last_good_text(last_good: tuple | None, step: int) -> str:
     if last_good is None:
         return f"and no checkpoint was written before step {step} (the first epoch had not finished)"
@@ -293,9 +238,10 @@ def _keep_rng(device: torch.device):
     return torch.random.fork_rng(devices=cuda)
 
 
-def _open_data(root: Path, cfg: TrainConfig, stats: ConditionStats | None, log_dir: Path | None):
-    """The training and validation sets, every frame checked at start-up; bad trajectories stop the run (naming
-    the first bad file) or, with ``on_bad_sample = "skip"``, are left out, counted and listed in data_report.json."""
+def _open_data(root: Path, cfg: TrainConfig, stats: ConditionStats | None) -> tuple[Dataset, Dataset, dict]:
+    """The training and validation sets, every frame checked at start-up, and the report of what was left out:
+    bad trajectories stop the run (naming the first bad file) or, with ``on_bad_sample = "skip"``, are left out
+    and counted in the report (see :func:`_write_data_report`)."""
     splits = {}
     conditions = cfg.model.condition != "none"   # a model without conditions reads the frames alone
     for split, seq_len in (("train", cfg.n_past + cfg.n_future), ("validate", cfg.n_past + cfg.n_eval)):
@@ -308,21 +254,25 @@ def _open_data(root: Path, cfg: TrainConfig, stats: ConditionStats | None, log_d
                                 f"--on_bad_sample skip trains without the bad trajectories)") from None
         if stats is None:
             stats = splits[split].stats
-    if log_dir is not None:
-        report = {"on_bad_sample": cfg.on_bad_sample, "data_root": str(root),
-                  "splits": {split: {"trajectories": len(ds), "skipped": len(ds.skipped),
-                                     "problems": {str(t): why for t, why in ds.skipped.items()}}
-                             for split, ds in splits.items()}}
-        atomic_write_json(log_dir / "data_report.json", report, indent=1)
-        for split, ds in splits.items():
-            if ds.skipped:
-                first = next(iter(ds.skipped.values()))
-                print(f"cvae-train: skipped {len(ds.skipped)} of {len(ds) + len(ds.skipped)} {split} trajectories "
-                      f"as bad (first: {first}); the list is in {log_dir / 'data_report.json'}", file=sys.stderr)
+    report = {"on_bad_sample": cfg.on_bad_sample, "data_root": str(root),
+              "splits": {split: {"trajectories": len(ds), "skipped": len(ds.skipped),
+                                 "problems": {str(t): why for t, why in ds.skipped.items()}}
+                         for split, ds in splits.items()}}
     val_ds = splits["validate"]
     if cfg.val_sequences:
         val_ds = Subset(val_ds, range(min(cfg.val_sequences, len(val_ds))))
-    return splits["train"], val_ds
+    return splits["train"], val_ds, report
+
+
+def _write_data_report(log_dir: Path, report: dict) -> None:
+    """data_report.json (the trajectories left out, per split, and why), said on stderr where any were."""
+    path = log_dir / "data_report.json"
+    atomic_write_json(path, report, indent=1)
+    for split, r in report["splits"].items():
+        if r["skipped"]:
+            first = next(iter(r["problems"].values()))
+            print(f"cvae-train: skipped {r['skipped']} of {r['trajectories'] + r['skipped']} {split} trajectories "
+                  f"as bad (first: {first}); the list is in {path}", file=sys.stderr)
 
 
 def _save_pictures(model, val_ds, cfg: TrainConfig, amp, epoch: int, log_dir: Path):
@@ -332,7 +282,7 @@ def _save_pictures(model, val_ds, cfg: TrainConfig, amp, epoch: int, log_dir: Pa
     if n == 0:
         return None
     pred = predict_batch(model, take_batch(val_ds, list(range(n))), n_past=cfg.n_past, n_future=cfg.n_eval,
-                         n_samples=cfg.picture_samples, seed=cfg.seed, amp=amp)
+                         n_samples=cfg.picture_samples, seed=cfg.seed, amp=amp).cpu()
     pictures = log_dir / "pictures"
     for i in range(n):
         save_pictures(pred, i, grid=pictures / f"epoch{epoch:04d}_seq{i}.png", n_show=cfg.picture_samples)
@@ -359,8 +309,8 @@ class Run:
     val_ds: Dataset
     val_loader: DataLoader
     state: RunState
-    saved_config: dict               # the config with the data root it resolved to, stored in every checkpoint
-    cond_stats: dict
+    resolved: Resolved               # what the run decided at start-up, stored in every checkpoint
+    cond_stats: ConditionStats       # the normalisation of the conditions, from the training split
     tb: TrainingLog
     last_good: tuple | None = None   # (checkpoint, epoch, step) a failure can point to
 
@@ -369,35 +319,44 @@ class Run:
         return self.world.device
 
 
+def run_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """The checkpoint at ``path``, if it holds a run to continue; CheckpointError if not."""
+    ckpt = load_checkpoint(path)
+    if ckpt.state is None:
+        raise CheckpointError(f"{path}: cannot resume from it: it holds no run state (only last.pt and best.pt of "
+                              f"cvae-train hold a run's full state)")
+    return ckpt
+
+
 def start_run(cfg: TrainConfig, checkpoint: Path | None, overwrite: bool) -> Run:
-    """Everything a run needs before its first epoch: the process group, the run folder (its config written
-    first), the data, the model, the optimizer and the loaders, and, from ``checkpoint``, the state to continue."""
+    """Everything a run needs before its first epoch: the process group, the run folder, the data, the model, its
+    precision, then the run's config.toml (with what was decided), the optimizer and the loaders, and, from
+    ``checkpoint``, the state to continue."""
     world = distributed.setup(cfg)   # under torchrun: this process's rank and device; else rank 0 of 1
     with distributed.main_first(world):
         log_dir = _prepare_log_dir(cfg, checkpoint is not None, overwrite) if world.is_main else Path(cfg.log_dir)
-    ckpt = load_checkpoint(checkpoint) if checkpoint else None
+    ckpt = run_checkpoint(checkpoint) if checkpoint else None
     if ckpt is not None:
-        state = RunState.from_checkpoint(ckpt, checkpoint, cfg.niter * cfg.epoch_size, log_dir / "metrics.jsonl")
-        config_mod.check_resume_changes(ckpt["train_config"], cfg, str(checkpoint))
-    else:
-        state = RunState(kl_total_steps=cfg.niter * cfg.epoch_size)
-    if world.is_main:   # first, so that a run folder with any file of a run also has its config
-        atomic_write_text(log_dir / "config.toml", config_mod.to_toml(cfg))
+        config_mod.check_resume_changes(ckpt.training, cfg, str(checkpoint))
+    state = ckpt.state if ckpt is not None else RunState(kl_total_steps=cfg.niter * cfg.epoch_size)
     seed_everything(cfg.seed)
     with distributed.main_first(world, per_machine=True):   # one process per machine makes the synthetic data
         root = resolve_data_root(cfg)
-    stats = ConditionStats.from_dict(ckpt["cond_stats"]) if ckpt else None   # the model's input normalisation
-    train_ds, val_ds = _open_data(root, cfg, stats, log_dir if world.is_main else None)
+    # the model's input normalisation: a resumed run keeps its own
+    train_ds, val_ds, report = _open_data(root, cfg, ckpt.cond_stats if ckpt is not None else None)
 
     model = CVAE(cfg.model_config(cond_dim=train_ds.conditions[0].shape[1])).to(world.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    precision = _run_precision(cfg, model, world, ckpt, log_dir)
+    resolved = Resolved(str(root), _run_precision(cfg, model, world, ckpt), world.device.type)
+    if world.is_main:   # the config once its choices are made, before the run's other files
+        atomic_write_text(log_dir / "config.toml", config_mod.to_toml(cfg, asdict(resolved)))
+        _write_data_report(log_dir, report)
     optimizer = build_optimizer(cfg, model.parameters())
-    scaler = grad_scaler(world.device, precision)
+    scaler = grad_scaler(world.device, resolved.precision)
     step_model = distributed.wrap_model(model, cfg, world)   # sync_bn, DDP (several processes), torch.compile
     if ckpt is not None:
-        load_model_state(model, ckpt["model"], str(checkpoint))
+        load_model_state(model, ckpt.weights, str(checkpoint))
         state.restore(optimizer, scaler)
         if world.is_main:   # metrics.jsonl may hold an epoch past last.pt if the process died between the writes
             _keep_epoch_seconds(state.records, log_dir / "metrics.jsonl")
@@ -412,12 +371,9 @@ def start_run(cfg: TrainConfig, checkpoint: Path | None, overwrite: bool) -> Run
                         num_workers=cfg.num_workers, pin_memory=world.device.type == "cuda",
                         persistent_workers=cfg.num_workers > 0, generator=torch.Generator())
     val_loader = distributed.shard_loader(val_ds, cfg.val_batch_size, world)   # this rank's batches
-    resolved = {"resolved_data_root": str(root), "resolved_precision": precision,
-                "resolved_device": world.device.type}
     return Run(cfg=cfg, world=world, log_dir=log_dir, model=model, step_model=step_model, optimizer=optimizer,
-               scaler=scaler, amp=autocast(world.device, precision), sampler=sampler, loader=loader, val_ds=val_ds,
-               val_loader=val_loader, state=state, saved_config=cfg.to_dict() | resolved,
-               cond_stats=train_ds.stats.to_dict(),
+               scaler=scaler, amp=autocast(world.device, resolved.precision), sampler=sampler, loader=loader,
+               val_ds=val_ds, val_loader=val_loader, state=state, resolved=resolved, cond_stats=train_ds.stats,
                tb=TrainingLog(log_dir, cfg.tensorboard, state.step, enabled=world.is_main),
                last_good=(checkpoint, state.epoch, state.step) if ckpt is not None else None)
 
@@ -445,23 +401,21 @@ def training_probe(model: CVAE, cfg: TrainConfig) -> Callable[[str], object]:
     return run
 
 
-def _run_precision(cfg: TrainConfig, model: CVAE, world: distributed.World, ckpt: dict | None, log_dir: Path) -> str:
+def _run_precision(cfg: TrainConfig, model: CVAE, world: distributed.World, ckpt: Checkpoint | None) -> str:
     """The precision the run trains in: ``cfg.precision``, with ``auto`` decided once for this model and device
-    (the same on every rank), said on stderr and noted in config.toml. A resumed ``auto`` run keeps the precision it
-    started with, unless it continues on another kind of device."""
-    saved = (ckpt or {}).get("train_config", {})
+    (the same on every rank) and said on stderr. A resumed ``auto`` run keeps the precision it started with,
+    unless it continues on another kind of device."""
+    saved = ckpt.resolved if ckpt is not None else None
     note = ""
-    if cfg.precision == "auto" and saved.get("resolved_precision"):
-        if saved.get("resolved_device") == world.device.type:
-            return saved["resolved_precision"]
-        note = (f"the run trained in {saved['resolved_precision']} on {saved.get('resolved_device', '?')} and now "
-                f"continues on {world.device.type}; ")
-    steps = cfg.niter * cfg.epoch_size - int((ckpt or {}).get("step", 0))   # what is left of the run
+    if cfg.precision == "auto" and saved is not None:
+        if saved.device == world.device.type:
+            return saved.precision
+        note = f"the run trained in {saved.precision} on {saved.device} and now continues on {world.device.type}; "
+    steps = cfg.niter * cfg.epoch_size - (ckpt.state.step if ckpt is not None else 0)   # what is left of the run
     choice = choose_precision(cfg.precision, world.device, training_probe(model, cfg), steps=steps)
     choice = distributed.broadcast_object(choice, world)
     if cfg.precision == "auto" and world.is_main:
         print(f"cvae-train: {note}{choice.describe()}", file=sys.stderr)
-        atomic_write_text(log_dir / "config.toml", config_mod.to_toml(cfg) + f"# {note}{choice.describe()}\n")
     return choice.precision
 
 
@@ -539,8 +493,8 @@ def validate(run: Run) -> dict:
     cfg = run.cfg
     distributed.broadcast_buffers(run.model, run.world)   # every rank scores the model that rank 0 saves
     with _keep_rng(run.device):
-        scores = score_split(run.model, run.val_loader, run.device, n_past=cfg.n_past, n_future=cfg.n_eval,
-                             n_samples=1, seed=cfg.seed, amp=run.amp)
+        scores = score_split(run.model, run.val_loader, n_past=cfg.n_past, n_future=cfg.n_eval, n_samples=1,
+                             seed=cfg.seed, amp=run.amp)
     world = run.world
     out = {f"val_{k}": distributed.global_mean(scores[k], world) for k in ("psnr", "ssim", "kl")}
     sums = {k: distributed.global_sum(scores[k], world) for k in ("latent_sum", "latent_sumsq", "latent_steps")}
@@ -594,12 +548,12 @@ def _save_epoch(run: Run, epoch: int, is_best: bool) -> None:
     """metrics.jsonl, best.pt (when ``is_best``) and last.pt, in that order."""
     state = run.state
     state.capture(run.optimizer, run.scaler)
-    saved = {"train_config": run.saved_config, "cond_stats": run.cond_stats, **state.to_dict()}
+    saved = Checkpoint.of(run.model, cond_stats=run.cond_stats, training=run.cfg, resolved=run.resolved, state=state)
     # last.pt last: it is what a resume starts from, and a resumed epoch rewrites the other two identically
     _write_records(run.log_dir / "metrics.jsonl", state.records)
     if is_best:
-        save_checkpoint(run.log_dir / "best.pt", run.model, **saved)
-    save_checkpoint(run.log_dir / "last.pt", run.model, **saved)
+        saved.save(run.log_dir / "best.pt")
+    saved.save(run.log_dir / "last.pt")
     run.last_good = (run.log_dir / "last.pt", epoch, state.step)
 
 
@@ -678,8 +632,7 @@ def resume_config(args: argparse.Namespace) -> tuple[TrainConfig, Path | None]:
     if (log_dir / "config.toml").is_file():
         base = config_mod.load_toml(log_dir / "config.toml")
     elif ckpt.is_file():
-        saved = load_checkpoint(ckpt).get("train_config", {})
-        base = {k: v for k, v in config_mod.flatten(saved).items() if k in config_mod.KEYS}
+        base = run_checkpoint(ckpt).training.to_dict()
     else:
         raise ConfigError(f"--resume: nothing to resume in {log_dir} (neither config.toml nor last.pt)")
     cfg = config_mod.resolve(args, base)

@@ -18,7 +18,7 @@ import torch
 
 import cvae_video.models.svg as svg
 from cvae_video.data.dataset import frames_to_float
-from cvae_video.inference import open_trained, predict_batch, take_batch
+from cvae_video.inference import open_for_inference, predict_batch, take_batch
 from cvae_video.models.rnn import reparameterize
 
 
@@ -28,7 +28,7 @@ def main() -> None:
     p.add_argument("--sequences", type=int, default=16)
     p.add_argument("--samples", type=int, default=4)
     args = p.parse_args()
-    trained = open_trained(args.ckpt, torch.device("cpu"))
+    trained = open_for_inference(args.ckpt)
     n_past, n_future = 2, 10
     batch = take_batch(trained.open_split("", "test", n_past + n_future), list(range(args.sequences)))
     for scale in (0.0, 1.0, 5.0):

@@ -15,7 +15,7 @@ import torch
 
 import cvae_video.models.svg as svg
 from cvae_video.data.dataset import VideoDataset, frames_to_float
-from cvae_video.inference import open_trained, take_batch
+from cvae_video.inference import open_for_inference, take_batch
 
 
 def point_tracking(model, frames: torch.Tensor, positions: torch.Tensor) -> tuple[list[dict], float]:
@@ -45,7 +45,7 @@ def main() -> None:
     p.add_argument("--data_root", default="", help="default: the data set the model was trained on")
     p.add_argument("--sequences", type=int, default=128)
     args = p.parse_args()
-    trained = open_trained(args.ckpt, torch.device("cpu"))
+    trained = open_for_inference(args.ckpt)
     if trained.model.motion_points is None:
         raise SystemExit(f"{args.ckpt}: the model has no motion points (--motion_points)")
     ds = VideoDataset(trained.data_root(args.data_root), "test", 12, stats=None, with_conditions=True)

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from cvae_video import config as config_mod
+from cvae_video.checkpoint import FORMAT_1, Checkpoint
 from cvae_video.data import layout
 from cvae_video.models import CVAE, ModelConfig
 
@@ -70,3 +72,29 @@ def edit_line(path: Path, line: int, text: str | None) -> None:
     else:
         lines[line - 1] = text
     path.write_text("\n".join(lines) + "\n")
+
+
+# what the state of format 1 lacked in its earliest versions
+EARLIEST_STATE_LACKS = ("kl_total_steps", "records", "skipped_nonfinite_total")
+
+
+def format_1(ckpt: Checkpoint, *, earliest: bool = False) -> dict:
+    """``ckpt`` as checkpoint format 1 held it: ``model_config``, the weights as ``model``, and with a run's parts
+    ``cond_stats``, the run state at the top level and ``train_config``, the config with the model's keys under
+    ``"model"`` and the run's decisions as ``resolved_*`` keys. ``earliest``: as its first versions wrote it, every
+    config key at one level with ``cuda`` beside an empty ``device``, only the data root decided, and a state
+    without ``EARLIEST_STATE_LACKS``."""
+    old = {"format": FORMAT_1, "model_config": ckpt.model_config.to_dict(), "model": ckpt.weights}
+    if ckpt.training is None:
+        return old
+    r = ckpt.resolved
+    if earliest:
+        saved = config_mod.flatten(ckpt.training.to_dict()) | {"device": "", "cuda": r.device == "cuda",
+                                                              "resolved_data_root": r.data_root}
+    else:
+        saved = ckpt.training.to_dict() | {"resolved_data_root": r.data_root, "resolved_precision": r.precision,
+                                           "resolved_device": r.device}
+    old |= {"train_config": saved, "cond_stats": ckpt.cond_stats.to_dict()}
+    if ckpt.state is not None:
+        old |= {k: v for k, v in ckpt.state.to_dict().items() if not (earliest and k in EARLIEST_STATE_LACKS)}
+    return old

@@ -3,6 +3,7 @@ saved with the run and kept on resume."""
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from cvae_video import config as config_mod
 from cvae_video import runtime, train
 from cvae_video.checkpoint import load_checkpoint
 from cvae_video.errors import ConfigError
+from cvae_video.fileio import atomic_write_text
 from helpers import TINY_FLAGS
 
 CPU = torch.device("cpu")
@@ -106,27 +108,40 @@ def _argv(root, log_dir, *extra):
 
 def test_an_auto_run_says_saves_and_keeps_its_choice(synth_root, tmp_path, capsys, monkeypatch):
     log_dir = tmp_path / "run"
+    written = []
+
+    def count_writes(path, text):
+        written.append(Path(path).name)
+        return atomic_write_text(path, text)
+    monkeypatch.setattr(train, "atomic_write_text", count_writes)
     assert train.main(_argv(synth_root, log_dir, "--niter", "1")) == 0
+    assert written.count("config.toml") == 1   # once, when the choices are made
     said = capsys.readouterr().err   # one step: too short for the probe to pay, so fp32
     assert "cvae-train: precision auto: fp32 (a run of 1 steps is too short for a start-up probe" in said
     ckpt = load_checkpoint(log_dir / "last.pt")
-    chosen = ckpt["train_config"]["resolved_precision"]
-    assert chosen == "fp32" and ckpt["train_config"]["resolved_device"] == "cpu"
-    text = (log_dir / "config.toml").read_text()
-    assert f"# precision auto: {chosen}" in text
+    chosen = ckpt.resolved.precision
+    assert chosen == "fp32" and ckpt.resolved.device == "cpu" and ckpt.training.precision == "auto"
+    # config.toml: the config as given, and what the run decided in a table of its own, as the checkpoint has it
+    saved = config_mod.tomllib.loads((log_dir / "config.toml").read_text())
+    assert saved["resolved"] == {"data_root": str(synth_root), "precision": chosen, "device": "cpu"}
+    assert "#" not in (log_dir / "config.toml").read_text()
     assert config_mod.load_toml(log_dir / "config.toml")["precision"] == "auto"
+    again = config_mod.from_dict(config_mod.load_toml(log_dir / "config.toml"))   # as --config reads it
+    assert again == ckpt.training
+    monkeypatch.undo()
 
     # resumed on the same kind of device: the saved choice, no new probe
     monkeypatch.setattr(train, "choose_precision", lambda *a, **k: pytest.fail("probed again on resume"))
     assert train.main(["--resume", str(log_dir), "--niter", "2", "--no_progress"]) == 0
-    assert load_checkpoint(log_dir / "last.pt")["train_config"]["resolved_precision"] == chosen
+    assert load_checkpoint(log_dir / "last.pt").resolved.precision == chosen
+    assert config_mod.tomllib.loads((log_dir / "config.toml").read_text())["resolved"]["precision"] == chosen
     monkeypatch.undo()
 
     # a run that trained on another kind of device decides again, and says why
     for name in ("last.pt", "best.pt"):
         ckpt = load_checkpoint(log_dir / name)
-        ckpt["train_config"]["resolved_device"] = "cuda"
-        torch.save(ckpt, log_dir / name)
+        ckpt.resolved.device = "cuda"
+        ckpt.save(log_dir / name)
     capsys.readouterr()
     assert train.main(["--resume", str(log_dir), "--niter", "3", "--no_progress"]) == 0
     assert f"trained in {chosen} on cuda and now continues on cpu" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from PIL import Image
 
 from cvae_video import evaluate, make_gif, train
 from cvae_video.checkpoint import load_checkpoint
-from cvae_video.inference import open_trained
+from cvae_video.inference import open_for_inference
 from cvae_video.data import cli as data_cli
 from helpers import TINY_FLAGS
 
@@ -41,16 +41,16 @@ def test_training_writes_everything(run_dir):
 
 def test_checkpoint_loads_with_weights_only_and_rebuilds_the_trained_model(run_dir, synth_root):
     raw = torch.load(run_dir / "last.pt", weights_only=True)
-    assert raw["epoch"] == 1 and raw["step"] == 6
-    assert not any(k.startswith(("module.", "_orig_mod.")) for k in raw["model"])
+    assert raw["state"]["epoch"] == 1 and raw["state"]["step"] == 6
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in raw["model"]["weights"])
     # the rebuilt model is the one that was validated: it scores the validation PSNR recorded at its epoch
-    trained = open_trained(run_dir / "best.pt", torch.device("cpu"))
-    cfg = trained.train_config
-    ds = trained.open_split("", "validate", cfg["n_past"] + cfg["n_eval"])
-    scores = evaluate.score_split(trained.model, evaluate.make_loader(ds, cfg["val_batch_size"]),
-                                  torch.device("cpu"), n_past=cfg["n_past"], n_future=cfg["n_eval"], seed=cfg["seed"])
-    assert trained.ckpt["val_psnr"] == pytest.approx(float(scores["psnr"].mean()), abs=1e-9)
-    assert trained.ckpt["val_psnr"] == trained.ckpt["best_val_psnr"]
+    trained = open_for_inference(run_dir / "best.pt")
+    cfg, state = trained.checkpoint.training, trained.checkpoint.state
+    ds = trained.open_split("", "validate", cfg.n_past + cfg.n_eval)
+    scores = evaluate.score_split(trained.model, evaluate.make_loader(ds, cfg.val_batch_size), n_past=cfg.n_past,
+                                  n_future=cfg.n_eval, seed=cfg.seed)
+    assert state.val_psnr == pytest.approx(float(scores["psnr"].mean()), abs=1e-9)
+    assert state.val_psnr == state.best_val_psnr
 
 
 def test_eval_json(run_dir, synth_root, tmp_path, capsys):
@@ -100,13 +100,13 @@ def test_make_gif(run_dir, synth_root, tmp_path):
 
 
 def test_make_gif_precision_reaches_the_prediction(run_dir, synth_root, tmp_path, monkeypatch):
-    from cvae_video import runtime
+    from cvae_video import inference, runtime
     seen = []
 
     def spy(device, precision):
         seen.append(precision)
         return runtime.autocast(device, precision)
-    monkeypatch.setattr(make_gif, "autocast", spy)
+    monkeypatch.setattr(inference, "autocast", spy)
     argv = ["--ckpt", str(run_dir / "best.pt"), "--data_root", str(synth_root), "--indices", "1", "--n_samples", "2"]
     assert make_gif.main([*argv, "--out", str(tmp_path / "bf16"), "--precision", "bf16"]) == 0
     assert make_gif.main([*argv, "--out", str(tmp_path / "fp32"), "--precision", "fp32"]) == 0
@@ -118,8 +118,8 @@ def test_make_gif_precision_reaches_the_prediction(run_dir, synth_root, tmp_path
 def test_a_checkpoint_without_its_data_names_both(run_dir, tmp_path, capsys):
     ckpt = load_checkpoint(run_dir / "best.pt")
     moved = tmp_path / "elsewhere.pt"
-    ckpt["train_config"]["resolved_data_root"] = str(tmp_path / "gone")
-    torch.save(ckpt, moved)
+    ckpt.resolved.data_root = str(tmp_path / "gone")
+    ckpt.save(moved)
     for script in (evaluate.main, make_gif.main):
         assert script(["--ckpt", str(moved), *(["--out", str(tmp_path)] if script is make_gif.main else [])]) == 1
         assert f"--data_root {tmp_path / 'gone'}: folder not found" in capsys.readouterr().err
@@ -181,7 +181,7 @@ def test_compiled_training_and_evaluation(synth_root, tmp_path):
     assert train.main(["--data_root", str(synth_root), "--log_dir", str(log_dir), "--niter", "1", "--epoch_size",
                        "2", "--compile", "--no_progress", *TINY_FLAGS]) == 0
     ckpt = str(log_dir / "last.pt")
-    assert not any(k.startswith("_orig_mod.") for k in load_checkpoint(ckpt)["model"])
+    assert not any(k.startswith("_orig_mod.") for k in load_checkpoint(ckpt).weights)
     cfg = evaluate.EvalConfig(data_root=str(synth_root), n_samples=2, max_sequences=4, precision="fp32")
     eager = evaluate.evaluate(ckpt, cfg, progress=False)
     compiled = evaluate.evaluate(ckpt, replace(cfg, compile=True), progress=False)

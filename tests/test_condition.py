@@ -10,12 +10,12 @@ from PIL import Image
 
 from cvae_video import config as config_mod
 from cvae_video import evaluate, make_gif, predict, train
-from cvae_video.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from cvae_video.checkpoint import Checkpoint, Resolved, load_checkpoint
 from cvae_video.data import check, cli as data_cli, layout, pack
-from cvae_video.data.dataset import VideoDataset
+from cvae_video.data.dataset import ConditionStats, VideoDataset
 from cvae_video.errors import DataError
 from cvae_video.models import ModelConfig, svg
-from helpers import TINY_FLAGS, tiny_model, write_small_synth
+from helpers import TINY_FLAGS, TINY_MODEL, format_1, tiny_model, write_small_synth
 
 SEQ_LEN = 12
 
@@ -79,15 +79,17 @@ def test_the_flag_lists_the_choices_and_refuses_others_in_one_line(capsys):
 
 def test_a_checkpoint_without_the_key_is_a_full_model(tmp_path):
     model = tiny_model()
-    save_checkpoint(tmp_path / "old.pt", model)
+    training = config_mod.TrainConfig(model=ModelConfig(**TINY_MODEL))
+    old = format_1(Checkpoint.of(model, cond_stats=ConditionStats((0.0,) * 7, (1.0,) * 7), training=training,
+                                 resolved=Resolved(str(tmp_path), "fp32", "cpu")))
+    del old["model_config"]["condition"], old["train_config"]["model"]["condition"]   # as written before the key
+    torch.save(old, tmp_path / "old.pt")
     ckpt = load_checkpoint(tmp_path / "old.pt")
-    del ckpt["model_config"]["condition"]                    # as written before the key existed
-    assert model_from_checkpoint(ckpt).cfg.condition == "full"
-    saved = config_mod.TrainConfig().to_dict()
-    del saved["model"]["condition"]
-    config_mod.check_resume_changes(saved, config_mod.TrainConfig(), "old.pt")   # full: no change
+    assert ckpt.build_model().cfg.condition == "full" and ckpt.training.model.condition == "full"
+    config_mod.check_resume_changes(ckpt.training, training, "old.pt")   # full: no change
     with pytest.raises(config_mod.ConfigError, match="condition: the run has 'full', now 'none'"):
-        config_mod.check_resume_changes(saved, config_mod.from_dict({"condition": "none"}), "old.pt")
+        config_mod.check_resume_changes(ckpt.training, config_mod.from_dict(TINY_MODEL | {"condition": "none"}),
+                                        "old.pt")
 
 
 # ---- a data set of frames only ----------------------------------------------------------------------------
@@ -163,9 +165,9 @@ def test_a_model_with_conditions_refuses_frames_only_data_naming_the_file(frames
 def test_training_without_conditions(none_run):
     assert 'condition = "none"' in (none_run / "config.toml").read_text()
     ckpt = load_checkpoint(none_run / "last.pt")
-    assert ckpt["train_config"]["model"]["condition"] == "none"
-    assert ckpt["model_config"]["condition"] == "none" and ckpt["model_config"]["cond_dim"] == 0
-    assert ckpt["cond_stats"] == {"mean": [], "std": []}
+    assert ckpt.training.model.condition == "none"
+    assert ckpt.model_config.condition == "none" and ckpt.model_config.cond_dim == 0
+    assert ckpt.cond_stats.to_dict() == {"mean": [], "std": []}
     record = json.loads((none_run / "metrics.jsonl").read_text().splitlines()[-1])
     assert isinstance(record["active_units"], int) and 0 <= record["active_units"] <= 4
 
@@ -204,8 +206,8 @@ def test_pictures_and_predictions_without_conditions(none_run, frames_only, tmp_
     capsys.readouterr()
     full = tmp_path / "full.pt"   # the same weights as a model that takes conditions: --actions is then needed
     ckpt = load_checkpoint(none_run / "best.pt")
-    save_checkpoint(full, tiny_model(), **{k: v for k, v in ckpt.items() if k not in ("model", "model_config",
-                                                                                       "format")})
+    Checkpoint.of(tiny_model(), cond_stats=ckpt.cond_stats, training=ckpt.training, resolved=ckpt.resolved,
+                  state=ckpt.state).save(full)
     assert predict.main(["--ckpt", str(full), "--frames", str(frames), "--n_future", "2", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "(condition = full): --actions is needed" in err, err
@@ -217,7 +219,7 @@ def test_a_run_without_conditions_resumes_as_one(none_run, tmp_path, capsys):
     assert "condition: the run has 'none', now 'full'" in capsys.readouterr().err
     assert train.main(["--resume", str(run), "--niter", "2", "--no_progress"]) == 0
     ckpt = load_checkpoint(run / "last.pt")
-    assert ckpt["epoch"] == 1 and ckpt["model_config"]["condition"] == "none"
+    assert ckpt.state.epoch == 1 and ckpt.model_config.condition == "none"
 
 
 def test_the_point_loss_is_logged_per_epoch_with_motion_points(none_run, frames_only, tmp_path):
@@ -227,5 +229,5 @@ def test_the_point_loss_is_logged_per_epoch_with_motion_points(none_run, frames_
                        "--epoch_size", "2", "--n_pictures", "0", *TINY_FLAGS]) == 0
     record = json.loads((log_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["points"] > 0 and record["point_accel"] > 0
-    assert load_checkpoint(log_dir / "last.pt")["model_config"]["motion_points_width"] == 8
+    assert load_checkpoint(log_dir / "last.pt").model_config.motion_points_width == 8
     assert "points" not in json.loads((none_run / "metrics.jsonl").read_text().splitlines()[-1])

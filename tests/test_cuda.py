@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cvae_video import evaluate, make_gif, train
-from cvae_video.inference import open_trained
+from cvae_video.inference import open_for_inference
 from cvae_video.runtime import autocast, choose_precision, grad_scaler
 from helpers import TINY_FLAGS, tiny_model
 
@@ -70,8 +70,8 @@ def cuda_run(synth_root, tmp_path_factory):
 
 def test_train_eval_and_pictures_on_cuda(cuda_run, synth_root, tmp_path):
     ckpt = torch.load(cuda_run / "last.pt", weights_only=True)
-    assert ckpt["train_config"]["resolved_device"] == "cuda"
-    assert all(v.device.type == "cpu" for v in ckpt["model"].values())   # loadable anywhere
+    assert ckpt["resolved"]["device"] == "cuda"
+    assert all(v.device.type == "cpu" for v in ckpt["model"]["weights"].values())   # loadable anywhere
     out = tmp_path / "eval.json"
     assert evaluate.main(["--ckpt", str(cuda_run / "best.pt"), "--cuda", "--n_samples", "2", "--max_sequences",
                           "4", "--json", str(out)]) == 0
@@ -90,7 +90,7 @@ def test_resume_on_cuda(cuda_run, tmp_path):
 
 
 def test_a_cuda_checkpoint_predicts_the_same_on_the_cpu(cuda_run, synth_root):
-    on_gpu, on_cpu = (open_trained(cuda_run / "best.pt", d) for d in (CUDA, torch.device("cpu")))
+    on_gpu, on_cpu = (open_for_inference(cuda_run / "best.pt", device=d) for d in (CUDA, torch.device("cpu")))
     ds = on_cpu.open_split("", "test", 6)
     batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
     x = batch["frames"].float() / 255
@@ -130,4 +130,4 @@ def test_compiled_training_under_ddp(synth_root, tmp_path):
 def test_sync_batchnorm_on_cuda(synth_root, tmp_path):
     torchrun(cuda_flags(synth_root, tmp_path / "sync_bn", "--niter", "1", "--sync_bn"))
     ckpt = torch.load(tmp_path / "sync_bn" / "last.pt", weights_only=True)
-    assert any(k.endswith("running_mean") for k in ckpt["model"])   # saved as plain BatchNorm buffers
+    assert any(k.endswith("running_mean") for k in ckpt["model"]["weights"])   # saved as plain BatchNorm buffers

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from cvae_video import distributed, evaluate, train
-from cvae_video.checkpoint import load_checkpoint, model_from_checkpoint
+from cvae_video.checkpoint import load_checkpoint
 from cvae_video.config import TrainConfig
-from cvae_video.data.dataset import ConditionStats, VideoDataset
+from cvae_video.data.dataset import VideoDataset
 from cvae_video.errors import ConfigError
 from cvae_video.models import CVAE, ModelConfig, svg
 from cvae_video.runtime import seed_everything
@@ -41,9 +41,9 @@ def flags(root, log_dir, *extra) -> list[str]:
 
 def float_state(path) -> dict[str, torch.Tensor]:
     raw = torch.load(path, weights_only=True)
-    assert not any(k.startswith(("module.", "_orig_mod.")) for k in raw["model"])
-    model_from_checkpoint(load_checkpoint(path))   # rebuilds in a plain single-process model
-    return {k: v for k, v in raw["model"].items() if v.is_floating_point()}
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in raw["model"]["weights"])
+    load_checkpoint(path).build_model()   # rebuilds in a plain single-process model
+    return {k: v for k, v in raw["model"]["weights"].items() if v.is_floating_point()}
 
 
 @pytest.mark.slow
@@ -98,13 +98,12 @@ def test_validation_psnr_is_over_the_whole_split(ddp_run, synth_root):
     """The 2-process validation PSNR and active units (unequal shards: 4 and 3 sequences) equal one process
     scoring the split."""
     ckpt = load_checkpoint(ddp_run / "last.pt")
-    model = model_from_checkpoint(ckpt).to(memory_format=torch.channels_last)   # as trained: the same sums
-    ds = VideoDataset(synth_root, "validate", 2 + 4, stats=ConditionStats.from_dict(ckpt["cond_stats"]))
+    model = ckpt.build_model().to(memory_format=torch.channels_last)   # as trained: the same sums
+    ds = VideoDataset(synth_root, "validate", 2 + 4, stats=ckpt.cond_stats)
     ds = torch.utils.data.Subset(ds, range(VAL_SEQUENCES))
-    scores = evaluate.score_split(model, evaluate.make_loader(ds, VAL_BATCH), torch.device("cpu"), n_past=2, n_future=4,
-                                  seed=7)
+    scores = evaluate.score_split(model, evaluate.make_loader(ds, VAL_BATCH), n_past=2, n_future=4, seed=7)
     whole = float(scores["psnr"].mean())
-    assert ckpt["val_psnr"] == pytest.approx(whole, abs=1e-9)
+    assert ckpt.state.val_psnr == pytest.approx(whole, abs=1e-9)
     rank0_only = float(scores["psnr"][[0, 1, 4, 5]].mean())    # rank 0's batches 0 and 2
     assert abs(rank0_only - whole) > 1e-6
     record = json.loads((ddp_run / "metrics.jsonl").read_text().splitlines()[-1])

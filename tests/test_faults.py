@@ -77,7 +77,7 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 90) -> None:
 def _check_survivors_and_resume(log_dir: Path) -> None:
     """last.pt loads safely, every metrics line parses, and --resume finishes the run."""
     ckpt = torch.load(log_dir / "last.pt", weights_only=True)
-    epoch = ckpt["epoch"]
+    epoch = ckpt["state"]["epoch"]
     lines = (log_dir / "metrics.jsonl").read_text().splitlines()
     assert all(isinstance(json.loads(line), dict) for line in lines)
     assert len(lines) in (epoch + 1, epoch + 2)      # the kill may fall between the two writes
@@ -100,7 +100,7 @@ def test_sigkill_during_a_save_leaves_the_previous_checkpoint(clean_root, tmp_pa
     proc = _start(clean_root, log_dir, "--niter", "50", slow_saves=True)
     _kill_when(proc, lambda: (log_dir / "last.pt").is_file() and any(log_dir.glob(".last.pt.*.tmp")))
     assert list(log_dir.glob(".last.pt.*.tmp"))        # killed in the middle of replacing last.pt
-    assert torch.load(log_dir / "last.pt", weights_only=True)["epoch"] == 0
+    assert torch.load(log_dir / "last.pt", weights_only=True)["state"]["epoch"] == 0
     _check_survivors_and_resume(log_dir)
 
 
@@ -125,7 +125,7 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(clean_root,
     assert f"the last good checkpoint is {log_dir / 'last.pt'} (end of epoch 1, step 2)" in err
     assert "--skip_nonfinite" in err
     ckpt = torch.load(log_dir / "last.pt", weights_only=True)
-    assert ckpt["epoch"] == 0 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert ckpt["state"]["epoch"] == 0 and all(torch.isfinite(v).all() for v in ckpt["model"]["weights"].values())
     assert len(metrics(log_dir)) == 1
 
 
@@ -138,8 +138,8 @@ def test_skip_nonfinite_skips_counts_and_then_stops(clean_root, tmp_path, monkey
     assert all(np.isfinite(r["loss"]) and np.isfinite(r["val_psnr"]) for r in records)
     ckpt = torch.load(log_dir / "last.pt", weights_only=True)
     # no update from a skipped batch: weights, and BatchNorm statistics its forward pass had moved, are finite
-    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
-    assert ckpt["skipped_nonfinite_total"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"]["weights"].values())
+    assert ckpt["state"]["skipped_nonfinite_total"] == 2
     assert capsys.readouterr().err.count("batch skipped") == 2
 
     monkeypatch.undo()

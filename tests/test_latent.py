@@ -79,7 +79,7 @@ def test_active_units_of_a_split_are_those_of_its_posterior_means_in_any_batches
     g = torch.Generator().manual_seed(2)
     items = [{"frames": torch.randint(0, 256, (5, 3, 64, 64), dtype=torch.uint8, generator=g),
               "cond": torch.randn(5, 7, generator=g), "index": torch.tensor(i)} for i in range(5)]
-    runs = [report(score_split(model, make_loader(items, b), CPU, n_past=2, n_future=3)) for b in (2, 5)]
+    runs = [report(score_split(model, make_loader(items, b), n_past=2, n_future=3)) for b in (2, 5)]
     model.eval()
     with torch.no_grad():   # by hand: the variance over every (sequence, step) of the posterior means
         x = torch.stack([it["frames"] for it in items]).float() / 255

@@ -9,11 +9,11 @@ import torch
 
 from cvae_video import config as config_mod
 from cvae_video import evaluate, train
-from cvae_video.checkpoint import load_checkpoint, load_model_state, model_from_checkpoint
+from cvae_video.checkpoint import FORMAT, load_checkpoint, load_model_state
 from cvae_video.errors import CheckpointError
 from cvae_video.models import CVAE, ModelConfig
 from cvae_video.schedules import kl_weight
-from helpers import TINY_FLAGS, TINY_MODEL
+from helpers import TINY_FLAGS, TINY_MODEL, format_1
 
 NITER, EPOCH_SIZE = 2, 2
 # per-sample teacher forcing at 0.5 and a KL weight that rises over the whole run: both schedules and the
@@ -57,13 +57,19 @@ def test_resumed_run_repeats_the_uninterrupted_run_exactly(runs):
     # the epoch before the interruption keeps its whole wall time, written after its checkpoint
     assert before[0]["epoch_seconds"] is not None and b[0]["epoch_seconds"] == before[0]["epoch_seconds"]
     assert a[0]["beta"] != a[1]["beta"] and a[0]["loss"] != a[1]["loss"]
-    ca, cb = torch.load(straight / "last.pt", weights_only=True), torch.load(resumed / "last.pt", weights_only=True)
-    for k, v in ca["model"].items():
-        assert torch.equal(v, cb["model"][k]), k
-    for k, v in ca["optimizer"]["state"].items():
-        assert all(torch.equal(t, cb["optimizer"]["state"][k][n]) for n, t in v.items())
-    assert torch.equal(ca["rng"]["torch"], cb["rng"]["torch"])
-    assert (ca["step"], ca["best_val_psnr"]) == (cb["step"], cb["best_val_psnr"])
+    assert_same_end(straight / "last.pt", resumed / "last.pt")
+
+
+def assert_same_end(a, b) -> None:
+    """The checkpoints ``a`` and ``b`` hold the same weights, optimizer state, RNG state, step and best PSNR."""
+    ca, cb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    for k, v in ca["model"]["weights"].items():
+        assert torch.equal(v, cb["model"]["weights"][k]), k
+    sa, sb = ca["state"], cb["state"]
+    for k, v in sa["optimizer"]["state"].items():
+        assert all(torch.equal(t, sb["optimizer"]["state"][k][n]) for n, t in v.items())
+    assert torch.equal(sa["rng"]["torch"], sb["rng"]["torch"])
+    assert (sa["step"], sa["best_val_psnr"]) == (sb["step"], sb["best_val_psnr"])
 
 
 def test_resume_forms_and_extending_niter(runs, tmp_path, capsys):
@@ -90,20 +96,33 @@ def test_resume_forms_and_extending_niter(runs, tmp_path, capsys):
 
 def test_a_run_saved_with_a_flat_config_resumes(runs, tmp_path):
     """Runs of versions before the model had its own config table: config.toml and the checkpoints' train_config
-    hold every key at one level. Such a run still resumes, and its model's keys still may not change."""
+    (format 1) hold every key at one level. Such a run still resumes, and its model's keys still may not change."""
     run = tmp_path / "run"
     shutil.copytree(runs[1], run)
-    flat = config_mod.flatten(load_checkpoint(run / "last.pt")["train_config"])
-    (run / "config.toml").write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in flat.items()
-                                             if k in config_mod.KEYS))
     for name in ("last.pt", "best.pt"):
-        ckpt = load_checkpoint(run / name)
-        ckpt["train_config"] = flat
-        torch.save(ckpt, run / name)
+        old = format_1(load_checkpoint(run / name), earliest=True)
+        torch.save(old, run / name)
+    (run / "config.toml").write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in old["train_config"].items()
+                                             if k in config_mod.KEYS))
     assert train.main(["--resume", str(run), "--z_dim", "8", "--no_progress"]) == 1
     assert train.main(["--resume", str(run), "--niter", str(NITER + 1), "--no_progress"]) == 0
     assert without_seconds(metrics(run)[:NITER]) == without_seconds(metrics(runs[0]))
-    assert "model" in load_checkpoint(run / "last.pt")["train_config"]     # written in the nested form now
+    assert torch.load(run / "last.pt", weights_only=True)["format"] == FORMAT     # written in the current format now
+
+
+@pytest.mark.parametrize("earliest", [False, True], ids=["format_1", "format_1_earliest"])
+def test_a_format_1_checkpoint_resumes_the_run_exactly(runs, synth_root, tmp_path, earliest):
+    """A run interrupted after its first epoch by a version that wrote format 1 (its last layout, or its first:
+    flat config, no decided precision, no records, KL horizon or skip count in the state) and continued by this
+    one repeats the uninterrupted run bit for bit."""
+    run = tmp_path / "run"
+    train.train(make_cfg(synth_root, run), progress=False, stop_after_epoch=0)
+    for name in ("last.pt", "best.pt"):
+        torch.save(format_1(load_checkpoint(run / name), earliest=earliest), run / name)
+    assert torch.load(run / "last.pt", weights_only=True)["format"] == "cvae_video.checkpoint/1"
+    train.train(make_cfg(synth_root, run), run / "last.pt", progress=False)
+    assert without_seconds(metrics(run)) == without_seconds(metrics(runs[0]))
+    assert_same_end(runs[0] / "last.pt", run / "last.pt")
 
 
 def test_resume_refuses_changes_that_would_change_the_run(runs, tmp_path, capsys):
@@ -136,19 +155,19 @@ def test_mismatched_checkpoint_names_the_sizes(runs, tmp_path, capsys):
     ckpt = load_checkpoint(runs[0] / "last.pt")
     wider = CVAE(ModelConfig(**(TINY_MODEL | {"z_dim": 8})))
     with pytest.raises(CheckpointError, match=r"size mismatch in .*: checkpoint \(4, 16\) vs model \(8, 16\)"):
-        load_model_state(wider, ckpt["model"], "last.pt")
+        load_model_state(wider, ckpt.weights, "last.pt")
     # weights that do not fit the config they claim: through the resume path, and through the model builder
     run = tmp_path / "run"
     shutil.copytree(runs[1], run)
-    forged = dict(ckpt, model=wider.state_dict())
-    torch.save(forged, run / "last.pt")
+    ckpt.weights = wider.state_dict()
+    ckpt.save(run / "last.pt")
     assert train.main(["--resume", str(run), "--no_progress"]) == 1
     err = capsys.readouterr().err
     assert "does not match the model" in err and "checkpoint (8, 16) vs model (4, 16)" in err
     assert "Traceback" not in err
-    with pytest.raises(CheckpointError, match=r"checkpoint \(8, 16\) vs model \(4, 16\)"):
-        model_from_checkpoint(forged, "forged")
+    with pytest.raises(CheckpointError, match=r"last.pt does not match the model: .*\(8, 16\) vs model \(4, 16\)"):
+        load_checkpoint(run / "last.pt").build_model()
     # a checkpoint written by another version of the format
-    torch.save(dict(ckpt, format="cvae_video.checkpoint/0"), tmp_path / "old.pt")
+    torch.save(dict(ckpt.to_dict(), format="cvae_video.checkpoint/0"), tmp_path / "old.pt")
     assert evaluate.main(["--ckpt", str(tmp_path / "old.pt")]) == 1
     assert "written by another version of cvae_video" in capsys.readouterr().err
