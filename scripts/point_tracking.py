@@ -18,15 +18,18 @@ from cvae_video.data.dataset import VideoDataset, frames_to_float
 from cvae_video.inference import open_for_inference, take_batch
 
 
-def point_tracking(model, frames: torch.Tensor, positions: torch.Tensor) -> tuple[list[dict], float]:
+def point_tracking(model, frames: torch.Tensor, positions: torch.Tensor, first: int = 0
+                   ) -> tuple[list[dict], float]:
     """Per point {r2_x, r2_y, motion, jump} for frames (B, T, C, H, W) in [0, 1] and end-effector positions
-    (B, T, P); and the point loss per step with z at the posterior's mean (teacher-forced)."""
+    (B, T, P), over the frames from ``first`` on; and the point loss per step with z at the posterior's mean
+    (teacher-forced, every frame)."""
     with torch.no_grad():
         h, _ = model.encode(frames)
         K = model.cfg.motion_points
-        pts = model.points_of(h).float().unflatten(-1, (K, 2))   # (B, T, K, 2)
+        pts = model.points_of(h).float().unflatten(-1, (K, 2))[:, first:]   # (B, T - first, K, 2)
         with mock.patch.object(svg, "reparameterize", lambda mu, logvar, generator=None: mu):
             out = model(frames, None, n_past=2, teacher_forcing=True)
+    positions = positions[:, first:]
     X = torch.cat([positions.flatten(0, 1), torch.ones(positions.shape[0] * positions.shape[1], 1)], 1).double()
     rows = []
     for k in range(K):
@@ -44,6 +47,8 @@ def main() -> None:
     p.add_argument("--ckpt", required=True)
     p.add_argument("--data_root", default="", help="default: the data set the model was trained on")
     p.add_argument("--sequences", type=int, default=128)
+    p.add_argument("--first_frame", type=int, default=0,
+                   help="measure from this frame on (1: leave out the first frame, which has no change to read)")
     args = p.parse_args()
     trained = open_for_inference(args.ckpt)
     if trained.model.motion_points is None:
@@ -51,7 +56,7 @@ def main() -> None:
     ds = VideoDataset(trained.data_root(args.data_root), "test", 12, stats=None, with_conditions=True)
     batch = take_batch(ds, list(range(min(args.sequences, len(ds)))))
     positions = batch["cond"][..., svg.ACTION_DIM:].float()
-    rows, loss = point_tracking(trained.model, frames_to_float(batch["frames"]), positions)
+    rows, loss = point_tracking(trained.model, frames_to_float(batch["frames"]), positions, args.first_frame)
     print(f"{args.ckpt}: point loss per step {loss:.4f} (z at the posterior's mean)")
     for k, r in enumerate(rows):
         print(f"  point {k}: R^2 from the arm {r['r2_x']:.2f} (x) {r['r2_y']:.2f} (y), motion {r['motion']:.3f}, "

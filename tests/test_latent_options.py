@@ -445,3 +445,8 @@ def test_point_tracking_tells_a_point_that_follows_the_arm_from_one_that_hops():
     assert rows[0]["r2_x"] > 0.999 and rows[0]["r2_y"] > 0.999
     assert rows[1]["r2_x"] < 0.9 and rows[1]["jump"] > rows[1]["motion"]
     assert loss > 0
+    found[:, 0, :2] = 0.0   # the first frame's point at the centre, as a finder of the change puts it
+    with mock.patch.object(model, "encode", encode_with_these_points):
+        rows, _ = script.point_tracking(model, _frames(B=B, T=T), positions)
+        later, _ = script.point_tracking(model, _frames(B=B, T=T), positions, first=1)
+    assert rows[0]["r2_x"] < 0.99 and later[0]["r2_x"] > 0.999 and later[0]["r2_y"] > 0.999
