@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from . import config as config_mod
 from . import distributed, metrics
-from .checkpoint import Checkpoint, Resolved, RunState, load_checkpoint, load_model_state
+from .checkpoint import Checkpoint, Resolved, RunState, load_checkpoint, load_model_state, unwrap
 from .config import TrainConfig
 from .data.dataset import BadTrajectory, ConditionStats, VideoDataset, WindowSampler, frames_to_float
 from .errors import CheckpointError, ConfigError, CvaeError, DataError
@@ -206,7 +207,14 @@ def _prepare_log_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
     return log_dir
 
 
-def _last_good_text(last_good: tuple | None, step: int) -> str:
+class Saved(NamedTuple):
+    """A checkpoint of the run: its file, the epoch it ends (zero-based) and the step it ends at."""
+    path: Path
+    epoch: int
+    step: int
+
+
+def _last_good_text(last_good: Saved | None, step: int) -> str:
     if last_good is None:
         return f"and no checkpoint was written before step {step} (the first epoch had not finished)"
     path, epoch, at = last_good
@@ -294,29 +302,61 @@ def _save_pictures(model, val_ds, cfg: TrainConfig, amp, epoch: int, log_dir: Pa
 
 
 @dataclass(kw_only=True)
+class RunData:
+    """What a run's epochs read: ``train``, this rank's batches of training windows (its sampler a
+    :class:`WindowSampler`), and ``val``, this rank's share of the validate split's batches."""
+    train: DataLoader
+    val: DataLoader
+
+    @property
+    def cond_stats(self) -> ConditionStats:
+        """The normalisation of the conditions: the training split's, or the continued checkpoint's."""
+        return self.train.dataset.stats
+
+
+@dataclass(kw_only=True)
 class Run:
-    """The parts of one training run that its epochs share, put together by :func:`start_run`."""
+    """The parts of one training run that its epochs share, put together by :func:`start_run`; the properties
+    derive the rest from them."""
     cfg: TrainConfig
-    world: distributed.World
-    log_dir: Path
-    model: CVAE                      # the plain model: what is validated, drawn and saved
-    step_model: torch.nn.Module      # what trains: the model under DDP / torch.compile wrappers, if any
+    world: distributed.World         # this process's rank and device
+    resolved: Resolved               # what the run decided at start-up, stored in every checkpoint
+    step_model: torch.nn.Module      # what trains: the model under the DDP / torch.compile wrappers, if any
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    amp: object                      # the autocast context of every forward pass
-    sampler: WindowSampler
-    loader: DataLoader
-    val_ds: Dataset
-    val_loader: DataLoader
-    state: RunState
-    resolved: Resolved               # what the run decided at start-up, stored in every checkpoint
-    cond_stats: ConditionStats       # the normalisation of the conditions, from the training split
+    data: RunData
+    state: RunState                  # what the run has done: what a checkpoint saves and a resume continues
     tb: TrainingLog
-    last_good: tuple | None = None   # (checkpoint, epoch, step) a failure can point to
+    resumed_from: Saved | None = None   # the checkpoint the run continues
 
     @property
     def device(self) -> torch.device:
         return self.world.device
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.cfg.log_dir)
+
+    @property
+    def model(self) -> CVAE:
+        """The plain model: what is validated, drawn and saved."""
+        return unwrap(self.step_model)
+
+    @property
+    def amp(self):
+        """The autocast context of every forward pass."""
+        return autocast(self.device, self.resolved.precision)
+
+    @property
+    def last_good(self) -> Saved | None:
+        """The checkpoint a failure can point to: last.pt of the last finished epoch (rank 0 wrote it), or, until
+        this process finishes an epoch, the checkpoint the run continues; None before either."""
+        state, resumed = self.state, self.resumed_from
+        if resumed is not None and state.epoch == resumed.epoch:
+            return resumed
+        if state.epoch < 0:
+            return None
+        return Saved(self.log_dir / "last.pt", state.epoch, state.records[-1]["step"])
 
 
 def run_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -365,17 +405,21 @@ def start_run(cfg: TrainConfig, checkpoint: Path | None, overwrite: bool) -> Run
             print(f"cvae-train: {checkpoint} already finished epoch {state.epoch + 1} of {cfg.niter}; pass a larger "
                   f"--niter to extend the run", file=sys.stderr)
 
+    return Run(cfg=cfg, world=world, resolved=resolved, step_model=step_model, optimizer=optimizer, scaler=scaler,
+               data=_run_data(train_ds, val_ds, cfg, world), state=state,
+               tb=TrainingLog(log_dir, cfg.tensorboard, state.step, enabled=world.is_main),
+               resumed_from=Saved(checkpoint, state.epoch, state.step) if ckpt is not None else None)
+
+
+def _run_data(train_ds: VideoDataset, val_ds: Dataset, cfg: TrainConfig, world: distributed.World) -> RunData:
+    """This rank's loaders: ``epoch_size`` batches of training windows per epoch, drawn by a :class:`WindowSampler`
+    (the ranks take turns in one stream), and its share of the validation set's consecutive batches."""
     sampler = WindowSampler(train_ds.lengths, cfg.n_past + cfg.n_future, cfg.epoch_size * cfg.batch_size, cfg.seed,
                             random_window=cfg.train_window == "random", rank=world.rank, world_size=world.world_size)
-    loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                        num_workers=cfg.num_workers, pin_memory=world.device.type == "cuda",
-                        persistent_workers=cfg.num_workers > 0, generator=torch.Generator())
-    val_loader = distributed.shard_loader(val_ds, cfg.val_batch_size, world)   # this rank's batches
-    return Run(cfg=cfg, world=world, log_dir=log_dir, model=model, step_model=step_model, optimizer=optimizer,
-               scaler=scaler, amp=autocast(world.device, resolved.precision), sampler=sampler, loader=loader,
-               val_ds=val_ds, val_loader=val_loader, state=state, resolved=resolved, cond_stats=train_ds.stats,
-               tb=TrainingLog(log_dir, cfg.tensorboard, state.step, enabled=world.is_main),
-               last_good=(checkpoint, state.epoch, state.step) if ckpt is not None else None)
+    train = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                       num_workers=cfg.num_workers, pin_memory=world.device.type == "cuda",
+                       persistent_workers=cfg.num_workers > 0, generator=torch.Generator())
+    return RunData(train=train, val=distributed.shard_loader(val_ds, cfg.val_batch_size, world))
 
 
 def training_probe(model: CVAE, cfg: TrainConfig) -> Callable[[str], object]:
@@ -434,9 +478,9 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
     kl (and with ``motion_points`` the point loss and the found points' acceleration per step, ``points`` and
     ``point_accel``) over the batches that counted, the last step's beta, the epoch's tfr, and the batches skipped."""
     cfg, state = run.cfg, run.state
-    run.sampler.set_epoch(epoch)
+    run.data.train.sampler.set_epoch(epoch)
     # the loader draws its workers' seeds from its generator: a function of (seed, epoch), as resume needs
-    run.loader.generator.manual_seed(derive_seed(cfg.seed, SeedStream.LOADER, epoch, run.world.rank))
+    run.data.train.generator.manual_seed(derive_seed(cfg.seed, SeedStream.LOADER, epoch, run.world.rank))
     distributed.seed_epoch(cfg.seed, epoch, run.world)
     tf_generator = distributed.teacher_forcing_generator(cfg, epoch, run.world)
     tfr = teacher_forcing_ratio(epoch, tfr=cfg.tfr, start_decay_epoch=cfg.tfr_start_decay_epoch,
@@ -446,7 +490,7 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
     sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0, **dict.fromkeys(points, 0.0)}
     n_good = skipped = 0
     beta = None   # the last step's; an epoch always has epoch_size >= 1 steps
-    bar = tqdm(run.loader, total=cfg.epoch_size, desc=f"epoch {epoch + 1}/{cfg.niter}", leave=False,
+    bar = tqdm(run.data.train, total=cfg.epoch_size, desc=f"epoch {epoch + 1}/{cfg.niter}", leave=False,
                disable=not progress, dynamic_ncols=True)
     for batch in _stop_on_bad_frame(bar, lambda: _last_good_text(run.last_good, state.step)):
         for group in run.optimizer.param_groups:
@@ -493,7 +537,7 @@ def validate(run: Run) -> dict:
     cfg = run.cfg
     distributed.broadcast_buffers(run.model, run.world)   # every rank scores the model that rank 0 saves
     with _keep_rng(run.device):
-        scores = score_split(run.model, run.val_loader, n_past=cfg.n_past, n_future=cfg.n_eval, n_samples=1,
+        scores = score_split(run.model, run.data.val, n_past=cfg.n_past, n_future=cfg.n_eval, n_samples=1,
                              seed=cfg.seed, amp=run.amp)
     world = run.world
     out = {f"val_{k}": distributed.global_mean(scores[k], world) for k in ("psnr", "ssim", "kl")}
@@ -516,7 +560,7 @@ def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool,
         val = validate(run)
     record, is_best = _record_epoch(run.state, epoch, stats, val, seconds)
     if run.world.is_main:   # only rank 0 writes checkpoints, logs and pictures
-        _save_epoch(run, epoch, is_best)
+        _save_epoch(run, is_best)
         _draw_epoch(run, epoch, record)
         warning = collapse_warning(val["active_units"], run.state.step, run.state.kl_total_steps, cfg)
         if warning:
@@ -544,17 +588,17 @@ def _record_epoch(state: RunState, epoch: int, stats: dict, val: dict, seconds: 
     return record, is_best
 
 
-def _save_epoch(run: Run, epoch: int, is_best: bool) -> None:
+def _save_epoch(run: Run, is_best: bool) -> None:
     """metrics.jsonl, best.pt (when ``is_best``) and last.pt, in that order."""
     state = run.state
     state.capture(run.optimizer, run.scaler)
-    saved = Checkpoint.of(run.model, cond_stats=run.cond_stats, training=run.cfg, resolved=run.resolved, state=state)
+    saved = Checkpoint.of(run.model, cond_stats=run.data.cond_stats, training=run.cfg, resolved=run.resolved,
+                          state=state)
     # last.pt last: it is what a resume starts from, and a resumed epoch rewrites the other two identically
     _write_records(run.log_dir / "metrics.jsonl", state.records)
     if is_best:
         saved.save(run.log_dir / "best.pt")
     saved.save(run.log_dir / "last.pt")
-    run.last_good = (run.log_dir / "last.pt", epoch, state.step)
 
 
 def _draw_epoch(run: Run, epoch: int, record: dict) -> None:
@@ -562,7 +606,7 @@ def _draw_epoch(run: Run, epoch: int, record: dict) -> None:
     from .viz import plot_training_curves
     plot_training_curves(run.state.records, run.log_dir / "training_curves.png")
     with _keep_rng(run.device):
-        pred = _save_pictures(run.model, run.val_ds, run.cfg, run.amp, epoch, run.log_dir)
+        pred = _save_pictures(run.model, run.data.val.dataset, run.cfg, run.amp, epoch, run.log_dir)
     run.tb.epoch(run.state.step, record, run.log_dir / "pictures" / f"epoch{epoch:04d}_seq0.png", pred)
 
 
