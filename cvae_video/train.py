@@ -283,6 +283,11 @@ def _write_data_report(log_dir: Path, report: dict) -> None:
                   f"as bad (first: {first}); the list is in {path}", file=sys.stderr)
 
 
+def _grid_path(log_dir: Path, epoch: int, i: int) -> Path:
+    """The prediction grid of validation sequence ``i`` after ``epoch``."""
+    return log_dir / "pictures" / f"epoch{epoch:04d}_seq{i}.png"
+
+
 def _save_pictures(model, val_ds, cfg: TrainConfig, amp, epoch: int, log_dir: Path):
     """The grids of the first ``n_pictures`` validation sequences (``picture_samples`` futures each, the best by
     SSIM first), as ``cvae-make-gif`` draws them; the last ``KEEP_PICTURES`` epochs' grids are kept."""
@@ -293,7 +298,7 @@ def _save_pictures(model, val_ds, cfg: TrainConfig, amp, epoch: int, log_dir: Pa
                          n_samples=cfg.picture_samples, seed=cfg.seed, amp=amp).cpu()
     pictures = log_dir / "pictures"
     for i in range(n):
-        save_pictures(pred, i, grid=pictures / f"epoch{epoch:04d}_seq{i}.png", n_show=cfg.picture_samples)
+        save_pictures(pred, i, grid=_grid_path(log_dir, epoch, i), n_show=cfg.picture_samples)
     epochs = sorted({p.name.split("_")[0] for p in pictures.glob("epoch*_seq*.png")})
     for old in epochs[:-KEEP_PICTURES]:
         for p in pictures.glob(f"{old}_seq*.png"):
@@ -546,46 +551,51 @@ def validate(run: Run) -> dict:
     return out | {"active_units": metrics.active_units(variance)}
 
 
+VAL_KEYS = ("val_psnr", "val_ssim", "val_kl", "active_units")
+
+
 def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool, started: float | None = None
               ) -> dict:
-    """Validate (every ``val_every`` epochs and at the end), record the epoch, and on rank 0 write metrics.jsonl,
-    best.pt, last.pt, the training curves and the pictures, and print the epoch's line. Returns the record.
+    """Close an epoch: validate (every ``val_every`` epochs and at the end), record the epoch and the best
+    validation PSNR so far, and on rank 0 save the checkpoints, draw, write TensorBoard, warn if the latent has
+    collapsed and print the epoch's line. Returns the record.
 
     ``seconds`` are the epoch's training steps; the record's ``epoch_seconds`` is its whole wall time from
     ``started`` (a ``time.time()``), validation and everything written included. It is known only once the
     checkpoints are written, so metrics.jsonl is written again with it, and the next checkpoint carries it."""
-    cfg = run.cfg
-    val = dict.fromkeys(("val_psnr", "val_ssim", "val_kl", "active_units"))
-    if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.niter:
-        val = validate(run)
-    record, is_best = _record_epoch(run.state, epoch, stats, val, seconds)
-    if run.world.is_main:   # only rank 0 writes checkpoints, logs and pictures
+    due = (epoch + 1) % run.cfg.val_every == 0 or epoch + 1 == run.cfg.niter
+    val = validate(run) if due else dict.fromkeys(VAL_KEYS)
+    record = _record_epoch(run.state, epoch, stats, val, seconds)
+    is_best = _track_best(run.state, val["val_psnr"])
+    if run.world.is_main:   # only rank 0 writes checkpoints, logs and pictures, and prints
         _save_epoch(run, is_best)
-        _draw_epoch(run, epoch, record)
-        warning = collapse_warning(val["active_units"], run.state.step, run.state.kl_total_steps, cfg)
-        if warning:
-            tqdm.write(f"cvae-train: warning: {warning}", file=sys.stderr)
+        pred = _draw_epoch(run, epoch)
+        run.tb.epoch(run.state.step, record, _grid_path(run.log_dir, epoch, 0), pred)
+        _warn_if_collapsed(run, val["active_units"])
         if started is not None:
-            record["epoch_seconds"] = time.time() - started
-            _write_records(run.log_dir / "metrics.jsonl", run.state.records)
+            _write_epoch_seconds(run, record, time.time() - started)
         if progress:
-            tqdm.write(_epoch_line(record, cfg.niter))
+            tqdm.write(_epoch_line(record, run.cfg.niter))
     return record
 
 
-def _record_epoch(state: RunState, epoch: int, stats: dict, val: dict, seconds: float) -> tuple[dict, bool]:
-    """The epoch's metrics line, added to the state's records with the epoch, its validation PSNR and the best so
-    far; and whether this epoch is the best."""
+def _record_epoch(state: RunState, epoch: int, stats: dict, val: dict, seconds: float) -> dict:
+    """The epoch's metrics line, added to the state's records with the epoch and its validation PSNR."""
     record = {"epoch": epoch, "step": state.step, **{k: stats[k] for k in ("loss", "mse", "kl", "beta", "tfr", "lr")},
               **{k: stats[k] for k in ("points", "point_accel", "point_spread") if k in stats},
               **val, "skipped_nonfinite": stats["skipped_nonfinite"],
               "seconds": seconds, "epoch_seconds": None}
     state.records.append(record)   # plain numbers only: nothing grows with the run but this list of floats
     state.epoch, state.val_psnr = epoch, val["val_psnr"]
-    is_best = val["val_psnr"] is not None and val["val_psnr"] > state.best_val_psnr
+    return record
+
+
+def _track_best(state: RunState, val_psnr: float | None) -> bool:
+    """Whether ``val_psnr`` beats the state's best so far, which it then becomes."""
+    is_best = val_psnr is not None and val_psnr > state.best_val_psnr
     if is_best:
-        state.best_val_psnr = val["val_psnr"]
-    return record, is_best
+        state.best_val_psnr = val_psnr
+    return is_best
 
 
 def _save_epoch(run: Run, is_best: bool) -> None:
@@ -601,13 +611,25 @@ def _save_epoch(run: Run, is_best: bool) -> None:
     saved.save(run.log_dir / "last.pt")
 
 
-def _draw_epoch(run: Run, epoch: int, record: dict) -> None:
-    """The training curves, the epoch's prediction grids and its TensorBoard record."""
+def _draw_epoch(run: Run, epoch: int):
+    """The training curves and the epoch's prediction grids; returns the predictions drawn (None without any)."""
     from .viz import plot_training_curves
     plot_training_curves(run.state.records, run.log_dir / "training_curves.png")
     with _keep_rng(run.device):
-        pred = _save_pictures(run.model, run.data.val.dataset, run.cfg, run.amp, epoch, run.log_dir)
-    run.tb.epoch(run.state.step, record, run.log_dir / "pictures" / f"epoch{epoch:04d}_seq0.png", pred)
+        return _save_pictures(run.model, run.data.val.dataset, run.cfg, run.amp, epoch, run.log_dir)
+
+
+def _warn_if_collapsed(run: Run, active_units: int | None) -> None:
+    """Say on stderr when no latent dimension is active (see :func:`collapse_warning`)."""
+    warning = collapse_warning(active_units, run.state.step, run.state.kl_total_steps, run.cfg)
+    if warning:
+        tqdm.write(f"cvae-train: warning: {warning}", file=sys.stderr)
+
+
+def _write_epoch_seconds(run: Run, record: dict, seconds: float) -> None:
+    """The epoch's whole wall time into its record, and metrics.jsonl written again with it."""
+    record["epoch_seconds"] = seconds
+    _write_records(run.log_dir / "metrics.jsonl", run.state.records)
 
 
 def _epoch_line(record: dict, niter: int) -> str:
