@@ -118,8 +118,8 @@ def _lines(path: Path) -> list[str]:
 
 def _read_csv(path: Path, n_cols: int, n_rows: int) -> np.ndarray:
     scan = layout.scan_csv(path, n_cols)
-    if scan.issues:
-        raise DataError(scan.issues[0].message)
+    if scan.problems:
+        raise DataError(scan.problems[0].message)
     if scan.n_rows < n_rows:
         raise DataError(f"{path}: {scan.n_rows} rows, but {n_rows} are needed (one per given frame and one per "
                         f"predicted frame)")

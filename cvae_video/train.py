@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from . import config as config_mod
 from . import distributed, metrics
-from .checkpoint import Checkpoint, Resolved, RunState, load_checkpoint, load_model_state
+from .checkpoint import Checkpoint, Resolved, RunState, load_checkpoint, load_model_state, unwrap
 from .config import TrainConfig
 from .data.dataset import BadTrajectory, ConditionStats, VideoDataset, WindowSampler, frames_to_float
 from .errors import CheckpointError, ConfigError, CvaeError, DataError
@@ -206,7 +207,14 @@ def _prepare_log_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
     return log_dir
 
 
-def _last_good_text(last_good: tuple | None, step: int) -> str:
+class Saved(NamedTuple):
+    """A checkpoint of the run: its file, the epoch it ends (zero-based) and the step it ends at."""
+    path: Path
+    epoch: int
+    step: int
+
+
+def _last_good_text(last_good: Saved | None, step: int) -> str:
     if last_good is None:
         return f"and no checkpoint was written before step {step} (the first epoch had not finished)"
     path, epoch, at = last_good
@@ -275,6 +283,11 @@ def _write_data_report(log_dir: Path, report: dict) -> None:
                   f"as bad (first: {first}); the list is in {path}", file=sys.stderr)
 
 
+def _grid_path(log_dir: Path, epoch: int, i: int) -> Path:
+    """The prediction grid of validation sequence ``i`` after ``epoch``."""
+    return log_dir / "pictures" / f"epoch{epoch:04d}_seq{i}.png"
+
+
 def _save_pictures(model, val_ds, cfg: TrainConfig, amp, epoch: int, log_dir: Path):
     """The grids of the first ``n_pictures`` validation sequences (``picture_samples`` futures each, the best by
     SSIM first), as ``cvae-make-gif`` draws them; the last ``KEEP_PICTURES`` epochs' grids are kept."""
@@ -285,7 +298,7 @@ def _save_pictures(model, val_ds, cfg: TrainConfig, amp, epoch: int, log_dir: Pa
                          n_samples=cfg.picture_samples, seed=cfg.seed, amp=amp).cpu()
     pictures = log_dir / "pictures"
     for i in range(n):
-        save_pictures(pred, i, grid=pictures / f"epoch{epoch:04d}_seq{i}.png", n_show=cfg.picture_samples)
+        save_pictures(pred, i, grid=_grid_path(log_dir, epoch, i), n_show=cfg.picture_samples)
     epochs = sorted({p.name.split("_")[0] for p in pictures.glob("epoch*_seq*.png")})
     for old in epochs[:-KEEP_PICTURES]:
         for p in pictures.glob(f"{old}_seq*.png"):
@@ -294,29 +307,61 @@ def _save_pictures(model, val_ds, cfg: TrainConfig, amp, epoch: int, log_dir: Pa
 
 
 @dataclass(kw_only=True)
+class RunData:
+    """What a run's epochs read: ``train``, this rank's batches of training windows (its sampler a
+    :class:`WindowSampler`), and ``val``, this rank's share of the validate split's batches."""
+    train: DataLoader
+    val: DataLoader
+
+    @property
+    def cond_stats(self) -> ConditionStats:
+        """The normalisation of the conditions: the training split's, or the continued checkpoint's."""
+        return self.train.dataset.stats
+
+
+@dataclass(kw_only=True)
 class Run:
-    """The parts of one training run that its epochs share, put together by :func:`start_run`."""
+    """The parts of one training run that its epochs share, put together by :func:`start_run`; the properties
+    derive the rest from them."""
     cfg: TrainConfig
-    world: distributed.World
-    log_dir: Path
-    model: CVAE                      # the plain model: what is validated, drawn and saved
-    step_model: torch.nn.Module      # what trains: the model under DDP / torch.compile wrappers, if any
+    world: distributed.World         # this process's rank and device
+    resolved: Resolved               # what the run decided at start-up, stored in every checkpoint
+    step_model: torch.nn.Module      # what trains: the model under the DDP / torch.compile wrappers, if any
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    amp: object                      # the autocast context of every forward pass
-    sampler: WindowSampler
-    loader: DataLoader
-    val_ds: Dataset
-    val_loader: DataLoader
-    state: RunState
-    resolved: Resolved               # what the run decided at start-up, stored in every checkpoint
-    cond_stats: ConditionStats       # the normalisation of the conditions, from the training split
+    data: RunData
+    state: RunState                  # what the run has done: what a checkpoint saves and a resume continues
     tb: TrainingLog
-    last_good: tuple | None = None   # (checkpoint, epoch, step) a failure can point to
+    resumed_from: Saved | None = None   # the checkpoint the run continues
 
     @property
     def device(self) -> torch.device:
         return self.world.device
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.cfg.log_dir)
+
+    @property
+    def model(self) -> CVAE:
+        """The plain model: what is validated, drawn and saved."""
+        return unwrap(self.step_model)
+
+    @property
+    def amp(self):
+        """The autocast context of every forward pass."""
+        return autocast(self.device, self.resolved.precision)
+
+    @property
+    def last_good(self) -> Saved | None:
+        """The checkpoint a failure can point to: last.pt of the last finished epoch (rank 0 wrote it), or, until
+        this process finishes an epoch, the checkpoint the run continues; None before either."""
+        state, resumed = self.state, self.resumed_from
+        if resumed is not None and state.epoch == resumed.epoch:
+            return resumed
+        if state.epoch < 0:
+            return None
+        return Saved(self.log_dir / "last.pt", state.epoch, state.records[-1]["step"])
 
 
 def run_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -365,17 +410,21 @@ def start_run(cfg: TrainConfig, checkpoint: Path | None, overwrite: bool) -> Run
             print(f"cvae-train: {checkpoint} already finished epoch {state.epoch + 1} of {cfg.niter}; pass a larger "
                   f"--niter to extend the run", file=sys.stderr)
 
+    return Run(cfg=cfg, world=world, resolved=resolved, step_model=step_model, optimizer=optimizer, scaler=scaler,
+               data=_run_data(train_ds, val_ds, cfg, world), state=state,
+               tb=TrainingLog(log_dir, cfg.tensorboard, state.step, enabled=world.is_main),
+               resumed_from=Saved(checkpoint, state.epoch, state.step) if ckpt is not None else None)
+
+
+def _run_data(train_ds: VideoDataset, val_ds: Dataset, cfg: TrainConfig, world: distributed.World) -> RunData:
+    """This rank's loaders: ``epoch_size`` batches of training windows per epoch, drawn by a :class:`WindowSampler`
+    (the ranks take turns in one stream), and its share of the validation set's consecutive batches."""
     sampler = WindowSampler(train_ds.lengths, cfg.n_past + cfg.n_future, cfg.epoch_size * cfg.batch_size, cfg.seed,
                             random_window=cfg.train_window == "random", rank=world.rank, world_size=world.world_size)
-    loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                        num_workers=cfg.num_workers, pin_memory=world.device.type == "cuda",
-                        persistent_workers=cfg.num_workers > 0, generator=torch.Generator())
-    val_loader = distributed.shard_loader(val_ds, cfg.val_batch_size, world)   # this rank's batches
-    return Run(cfg=cfg, world=world, log_dir=log_dir, model=model, step_model=step_model, optimizer=optimizer,
-               scaler=scaler, amp=autocast(world.device, resolved.precision), sampler=sampler, loader=loader,
-               val_ds=val_ds, val_loader=val_loader, state=state, resolved=resolved, cond_stats=train_ds.stats,
-               tb=TrainingLog(log_dir, cfg.tensorboard, state.step, enabled=world.is_main),
-               last_good=(checkpoint, state.epoch, state.step) if ckpt is not None else None)
+    train = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                       num_workers=cfg.num_workers, pin_memory=world.device.type == "cuda",
+                       persistent_workers=cfg.num_workers > 0, generator=torch.Generator())
+    return RunData(train=train, val=distributed.shard_loader(val_ds, cfg.val_batch_size, world))
 
 
 def training_probe(model: CVAE, cfg: TrainConfig) -> Callable[[str], object]:
@@ -434,9 +483,9 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
     kl (and with ``motion_points`` the point loss and the found points' acceleration per step, ``points`` and
     ``point_accel``) over the batches that counted, the last step's beta, the epoch's tfr, and the batches skipped."""
     cfg, state = run.cfg, run.state
-    run.sampler.set_epoch(epoch)
+    run.data.train.sampler.set_epoch(epoch)
     # the loader draws its workers' seeds from its generator: a function of (seed, epoch), as resume needs
-    run.loader.generator.manual_seed(derive_seed(cfg.seed, SeedStream.LOADER, epoch, run.world.rank))
+    run.data.train.generator.manual_seed(derive_seed(cfg.seed, SeedStream.LOADER, epoch, run.world.rank))
     distributed.seed_epoch(cfg.seed, epoch, run.world)
     tf_generator = distributed.teacher_forcing_generator(cfg, epoch, run.world)
     tfr = teacher_forcing_ratio(epoch, tfr=cfg.tfr, start_decay_epoch=cfg.tfr_start_decay_epoch,
@@ -446,7 +495,7 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
     sums = {"loss": 0.0, "mse": 0.0, "kl": 0.0, **dict.fromkeys(points, 0.0)}
     n_good = skipped = 0
     beta = None   # the last step's; an epoch always has epoch_size >= 1 steps
-    bar = tqdm(run.loader, total=cfg.epoch_size, desc=f"epoch {epoch + 1}/{cfg.niter}", leave=False,
+    bar = tqdm(run.data.train, total=cfg.epoch_size, desc=f"epoch {epoch + 1}/{cfg.niter}", leave=False,
                disable=not progress, dynamic_ncols=True)
     for batch in _stop_on_bad_frame(bar, lambda: _last_good_text(run.last_good, state.step)):
         for group in run.optimizer.param_groups:
@@ -493,7 +542,7 @@ def validate(run: Run) -> dict:
     cfg = run.cfg
     distributed.broadcast_buffers(run.model, run.world)   # every rank scores the model that rank 0 saves
     with _keep_rng(run.device):
-        scores = score_split(run.model, run.val_loader, n_past=cfg.n_past, n_future=cfg.n_eval, n_samples=1,
+        scores = score_split(run.model, run.data.val, n_past=cfg.n_past, n_future=cfg.n_eval, n_samples=1,
                              seed=cfg.seed, amp=run.amp)
     world = run.world
     out = {f"val_{k}": distributed.global_mean(scores[k], world) for k in ("psnr", "ssim", "kl")}
@@ -502,68 +551,85 @@ def validate(run: Run) -> dict:
     return out | {"active_units": metrics.active_units(variance)}
 
 
+VAL_KEYS = ("val_psnr", "val_ssim", "val_kl", "active_units")
+
+
 def end_epoch(run: Run, epoch: int, stats: dict, seconds: float, progress: bool, started: float | None = None
               ) -> dict:
-    """Validate (every ``val_every`` epochs and at the end), record the epoch, and on rank 0 write metrics.jsonl,
-    best.pt, last.pt, the training curves and the pictures, and print the epoch's line. Returns the record.
+    """Close an epoch: validate (every ``val_every`` epochs and at the end), record the epoch and the best
+    validation PSNR so far, and on rank 0 save the checkpoints, draw, write TensorBoard, warn if the latent has
+    collapsed and print the epoch's line. Returns the record.
 
     ``seconds`` are the epoch's training steps; the record's ``epoch_seconds`` is its whole wall time from
     ``started`` (a ``time.time()``), validation and everything written included. It is known only once the
     checkpoints are written, so metrics.jsonl is written again with it, and the next checkpoint carries it."""
-    cfg = run.cfg
-    val = dict.fromkeys(("val_psnr", "val_ssim", "val_kl", "active_units"))
-    if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.niter:
-        val = validate(run)
-    record, is_best = _record_epoch(run.state, epoch, stats, val, seconds)
-    if run.world.is_main:   # only rank 0 writes checkpoints, logs and pictures
-        _save_epoch(run, epoch, is_best)
-        _draw_epoch(run, epoch, record)
-        warning = collapse_warning(val["active_units"], run.state.step, run.state.kl_total_steps, cfg)
-        if warning:
-            tqdm.write(f"cvae-train: warning: {warning}", file=sys.stderr)
+    due = (epoch + 1) % run.cfg.val_every == 0 or epoch + 1 == run.cfg.niter
+    val = validate(run) if due else dict.fromkeys(VAL_KEYS)
+    record = _record_epoch(run.state, epoch, stats, val, seconds)
+    is_best = _track_best(run.state, val["val_psnr"])
+    if run.world.is_main:   # only rank 0 writes checkpoints, logs and pictures, and prints
+        _save_epoch(run, is_best)
+        pred = _draw_epoch(run, epoch)
+        run.tb.epoch(run.state.step, record, _grid_path(run.log_dir, epoch, 0), pred)
+        _warn_if_collapsed(run, val["active_units"])
         if started is not None:
-            record["epoch_seconds"] = time.time() - started
-            _write_records(run.log_dir / "metrics.jsonl", run.state.records)
+            _write_epoch_seconds(run, record, time.time() - started)
         if progress:
-            tqdm.write(_epoch_line(record, cfg.niter))
+            tqdm.write(_epoch_line(record, run.cfg.niter))
     return record
 
 
-def _record_epoch(state: RunState, epoch: int, stats: dict, val: dict, seconds: float) -> tuple[dict, bool]:
-    """The epoch's metrics line, added to the state's records with the epoch, its validation PSNR and the best so
-    far; and whether this epoch is the best."""
+def _record_epoch(state: RunState, epoch: int, stats: dict, val: dict, seconds: float) -> dict:
+    """The epoch's metrics line, added to the state's records with the epoch and its validation PSNR."""
     record = {"epoch": epoch, "step": state.step, **{k: stats[k] for k in ("loss", "mse", "kl", "beta", "tfr", "lr")},
               **{k: stats[k] for k in ("points", "point_accel", "point_spread") if k in stats},
               **val, "skipped_nonfinite": stats["skipped_nonfinite"],
               "seconds": seconds, "epoch_seconds": None}
     state.records.append(record)   # plain numbers only: nothing grows with the run but this list of floats
     state.epoch, state.val_psnr = epoch, val["val_psnr"]
-    is_best = val["val_psnr"] is not None and val["val_psnr"] > state.best_val_psnr
+    return record
+
+
+def _track_best(state: RunState, val_psnr: float | None) -> bool:
+    """Whether ``val_psnr`` beats the state's best so far, which it then becomes."""
+    is_best = val_psnr is not None and val_psnr > state.best_val_psnr
     if is_best:
-        state.best_val_psnr = val["val_psnr"]
-    return record, is_best
+        state.best_val_psnr = val_psnr
+    return is_best
 
 
-def _save_epoch(run: Run, epoch: int, is_best: bool) -> None:
+def _save_epoch(run: Run, is_best: bool) -> None:
     """metrics.jsonl, best.pt (when ``is_best``) and last.pt, in that order."""
     state = run.state
     state.capture(run.optimizer, run.scaler)
-    saved = Checkpoint.of(run.model, cond_stats=run.cond_stats, training=run.cfg, resolved=run.resolved, state=state)
+    saved = Checkpoint.of(run.model, cond_stats=run.data.cond_stats, training=run.cfg, resolved=run.resolved,
+                          state=state)
     # last.pt last: it is what a resume starts from, and a resumed epoch rewrites the other two identically
     _write_records(run.log_dir / "metrics.jsonl", state.records)
     if is_best:
         saved.save(run.log_dir / "best.pt")
     saved.save(run.log_dir / "last.pt")
-    run.last_good = (run.log_dir / "last.pt", epoch, state.step)
 
 
-def _draw_epoch(run: Run, epoch: int, record: dict) -> None:
-    """The training curves, the epoch's prediction grids and its TensorBoard record."""
+def _draw_epoch(run: Run, epoch: int):
+    """The training curves and the epoch's prediction grids; returns the predictions drawn (None without any)."""
     from .viz import plot_training_curves
     plot_training_curves(run.state.records, run.log_dir / "training_curves.png")
     with _keep_rng(run.device):
-        pred = _save_pictures(run.model, run.val_ds, run.cfg, run.amp, epoch, run.log_dir)
-    run.tb.epoch(run.state.step, record, run.log_dir / "pictures" / f"epoch{epoch:04d}_seq0.png", pred)
+        return _save_pictures(run.model, run.data.val.dataset, run.cfg, run.amp, epoch, run.log_dir)
+
+
+def _warn_if_collapsed(run: Run, active_units: int | None) -> None:
+    """Say on stderr when no latent dimension is active (see :func:`collapse_warning`)."""
+    warning = collapse_warning(active_units, run.state.step, run.state.kl_total_steps, run.cfg)
+    if warning:
+        tqdm.write(f"cvae-train: warning: {warning}", file=sys.stderr)
+
+
+def _write_epoch_seconds(run: Run, record: dict, seconds: float) -> None:
+    """The epoch's whole wall time into its record, and metrics.jsonl written again with it."""
+    record["epoch_seconds"] = seconds
+    _write_records(run.log_dir / "metrics.jsonl", run.state.records)
 
 
 def _epoch_line(record: dict, niter: int) -> str:

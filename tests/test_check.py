@@ -201,4 +201,4 @@ def test_read_csv_raises_the_first_problem_as_before(tmp_path):
     with pytest.raises(DataError, match=r"b\.csv: file not found"):
         layout.read_csv(tmp_path / "b.csv", 3, 4)
     scan = layout.scan_csv(path.parent / "c.csv", 4)
-    assert [i.kind for i in scan.issues] == ["missing"]
+    assert [i.kind for i in scan.problems] == ["missing"]

@@ -150,6 +150,22 @@ def test_skip_nonfinite_skips_counts_and_then_stops(clean_root, tmp_path, monkey
     assert "no checkpoint was written before step 1" in err
 
 
+def test_a_failure_names_the_checkpoint_continued_until_the_run_writes_its_own(clean_root, tmp_path, monkeypatch,
+                                                                                capsys):
+    log_dir = tmp_path / "run"
+    assert train.main(run_argv(clean_root, log_dir, "--niter", "2")) == 0
+    kept = log_dir / "kept.pt"                                  # the end of epoch 2, step 4
+    shutil.copy(log_dir / "last.pt", kept)
+    resume = ["--resume", str(kept), "--niter", "4", "--no_progress"]
+    _nan_at(monkeypatch, {0})                                   # the first batch of the resumed run
+    assert train.main(resume) == 1
+    assert f"the last good checkpoint is {kept} (end of epoch 2, step 4)" in capsys.readouterr().err
+    monkeypatch.undo()
+    _nan_at(monkeypatch, {2})                                   # the first batch of its second epoch
+    assert train.main(resume) == 1
+    assert f"the last good checkpoint is {log_dir / 'last.pt'} (end of epoch 3, step 6)" in capsys.readouterr().err
+
+
 # ---- malicious checkpoints --------------------------------------------------------------------------------------
 
 class _RunsCode:

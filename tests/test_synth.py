@@ -93,12 +93,19 @@ def test_every_texture_renders_a_visible_gripper():
 # physics
 
 
+def step(pos, vel, radius, grip_from, grip_to, friction):
+    """``synth.step_objects`` on arrays or lists: the new centres and displacements as (K, 2) arrays."""
+    floats = [np.asarray(a, dtype=np.float64).tolist() for a in (pos, vel, radius, grip_from, grip_to)]
+    new_pos, new_vel = synth.step_objects(*floats, float(friction))
+    return np.array(new_pos, dtype=np.float64).reshape(-1, 2), np.array(new_vel, dtype=np.float64).reshape(-1, 2)
+
+
 def test_object_at_rest_far_from_the_gripper_does_not_move():
     pos, vel = np.array([[0.6, 0.6]]), np.zeros((1, 2))
     grip = np.array([-0.8, -0.8, 0.0])
     for _ in range(20):
         nxt = grip + np.array([0.1, 0.0, 0.0])
-        pos, vel = synth.step_objects(pos, vel, [0.15], grip, nxt, friction=0.2)
+        pos, vel = step(pos, vel, [0.15], grip, nxt, friction=0.2)
         grip = nxt
     np.testing.assert_array_equal(pos, [[0.6, 0.6]])
     np.testing.assert_array_equal(vel, 0.0)
@@ -107,25 +114,25 @@ def test_object_at_rest_far_from_the_gripper_does_not_move():
 def test_low_gripper_pushes_lifted_gripper_passes_over():
     start = np.array([[0.0, 0.0]])
     # low: pushed out to touching distance along the gripper's motion
-    pos, vel = synth.step_objects(start, np.zeros((1, 2)), [0.15], [-0.4, 0.0, 0.0], [-0.1, 0.0, 0.0], 0.3)
+    pos, vel = step(start, np.zeros((1, 2)), [0.15], [-0.4, 0.0, 0.0], [-0.1, 0.0, 0.0], 0.3)
     np.testing.assert_allclose(pos, [[-0.1 + 0.15 + synth.grip_radius(0.0), 0.0]])
     np.testing.assert_allclose(vel, pos - start)
     # lifted: no contact
-    pos, vel = synth.step_objects(start, np.zeros((1, 2)), [0.15], [-0.4, 0.0, 0.8], [0.4, 0.0, 0.8], 0.3)
+    pos, vel = step(start, np.zeros((1, 2)), [0.15], [-0.4, 0.0, 0.8], [0.4, 0.0, 0.8], 0.3)
     np.testing.assert_array_equal(pos, start)
 
 
 def test_fast_gripper_cannot_jump_over_an_object():
-    pos, _ = synth.step_objects([[0.0, 0.0]], [[0.0, 0.0]], [0.13], [-0.6, 0.0, 0.0], [0.6, 0.0, 0.0], 0.3)
+    pos, _ = step([[0.0, 0.0]], [[0.0, 0.0]], [0.13], [-0.6, 0.0, 0.0], [0.6, 0.0, 0.0], 0.3)
     assert pos[0, 0] > 0.6  # carried along in front of the gripper, not left behind it
 
 
 def test_pushed_object_slides_with_friction():
     def slide(friction):
-        pos, vel = synth.step_objects([[0.0, 0.0]], [[0.0, 0.0]], [0.15], [-0.4, 0, 0], [-0.2, 0, 0], friction)
+        pos, vel = step([[0.0, 0.0]], [[0.0, 0.0]], [0.15], [-0.4, 0, 0], [-0.2, 0, 0], friction)
         moved = []
         for _ in range(3):  # gripper stays put: free sliding
-            new, vel = synth.step_objects(pos, vel, [0.15], [-0.2, 0, 0], [-0.2, 0, 0], friction)
+            new, vel = step(pos, vel, [0.15], [-0.2, 0, 0], [-0.2, 0, 0], friction)
             moved.append(new[0, 0] - pos[0, 0])
             pos = new
         return np.array(moved)
@@ -139,10 +146,10 @@ def test_pushed_object_slides_with_friction():
 def test_objects_stay_on_the_table_and_apart():
     far = [-0.9, -0.9, 0.0]
     # overlapping objects are pushed apart, half the overlap each
-    pos, _ = synth.step_objects([[0.0, 0.0], [0.25, 0.0]], [[0.0, 0.0]] * 2, [0.15, 0.15], far, far, 0.2)
+    pos, _ = step([[0.0, 0.0], [0.25, 0.0]], [[0.0, 0.0]] * 2, [0.15, 0.15], far, far, 0.2)
     np.testing.assert_allclose(pos, [[-0.025, 0.0], [0.275, 0.0]])
     # a fast object stops at the edge of the table
-    pos, vel = synth.step_objects([[0.7, 0.0]], [[0.5, 0.0]], [0.15], far, far, 0.0)
+    pos, vel = step([[0.7, 0.0]], [[0.5, 0.0]], [0.15], far, far, 0.0)
     np.testing.assert_allclose(pos, [[0.85, 0.0]])
     np.testing.assert_allclose(vel, [[0.15, 0.0]])
 

@@ -74,8 +74,9 @@ def frame_index(name: str) -> int | None:
 
 
 @dataclass(frozen=True)
-class CsvIssue:
-    """One problem of a condition CSV.
+class CsvProblem:
+    """One problem of a condition CSV, as :func:`scan_csv` finds it (``cvae-data check`` reports one
+    :class:`~cvae_video.data.problems.Problem` per file and kind of them).
 
     ``kind`` is one of "missing", "unreadable", "columns", "not_a_number", "non_finite" (these name a ``line``)
     or "rows". ``message`` is the text of the DataError that ``read_csv`` raises for it.
@@ -92,22 +93,22 @@ class CsvIssue:
 
 
 class CsvScan(NamedTuple):
-    values: np.ndarray | None  # float32 (rows, n_cols); None if the file is missing or any line is malformed
-    n_rows: int                # non-empty lines, well-formed or not
-    issues: list[CsvIssue]     # in file order; a row-count issue (if asked for) comes last
+    values: np.ndarray | None   # float32 (rows, n_cols); None if the file is missing or any line is malformed
+    n_rows: int                 # non-empty lines, well-formed or not
+    problems: list[CsvProblem]  # in file order; a row-count problem (if asked for) comes last
 
 
 def scan_csv(path: Path, n_cols: int, n_rows: int | None = None, stop_at_first: bool = False) -> CsvScan:
     """Parse a headerless CSV of floats without raising: the values and every problem found.
 
     Each line must hold ``n_cols`` finite numbers; blank lines are ignored. If ``n_rows`` is given, a different
-    number of lines is an issue of kind "rows". ``stop_at_first`` returns at the first issue (``read_csv``).
+    number of lines is a problem of kind "rows". ``stop_at_first`` returns at the first problem (``read_csv``).
     """
     path = Path(path)
     if not path.is_file():
-        return CsvScan(None, 0, [CsvIssue("missing", path, None, "file not found")])
+        return CsvScan(None, 0, [CsvProblem("missing", path, None, "file not found")])
     rows: list[list[float]] = []
-    issues: list[CsvIssue] = []
+    problems: list[CsvProblem] = []
     count = 0
     try:
         with open(path, "r", encoding="utf-8") as f:
@@ -116,31 +117,31 @@ def scan_csv(path: Path, n_cols: int, n_rows: int | None = None, stop_at_first: 
                 if not line:
                     continue
                 count += 1
-                issue = None
+                problem = None
                 cells = line.split(",")
                 if len(cells) != n_cols:
-                    issue = CsvIssue("columns", path, lineno, f"expected {n_cols} columns, found {len(cells)}")
+                    problem = CsvProblem("columns", path, lineno, f"expected {n_cols} columns, found {len(cells)}")
                 else:
                     try:
                         values = [float(c) for c in cells]
                     except ValueError:
-                        issue = CsvIssue("not_a_number", path, lineno, f"not a number in {line!r}")
+                        problem = CsvProblem("not_a_number", path, lineno, f"not a number in {line!r}")
                     else:
                         if all(math.isfinite(v) for v in values):
                             rows.append(values)
                         else:
-                            issue = CsvIssue("non_finite", path, lineno, f"non-finite value in {line!r}")
-                if issue is not None:
-                    issues.append(issue)
+                            problem = CsvProblem("non_finite", path, lineno, f"non-finite value in {line!r}")
+                if problem is not None:
+                    problems.append(problem)
                     if stop_at_first:
-                        return CsvScan(None, count, issues)
+                        return CsvScan(None, count, problems)
     except (OSError, UnicodeDecodeError) as e:
-        issue = CsvIssue("unreadable", path, None, f"unreadable ({e.__class__.__name__}: {e})")
-        return CsvScan(None, count, issues + [issue])
+        problem = CsvProblem("unreadable", path, None, f"unreadable ({e.__class__.__name__}: {e})")
+        return CsvScan(None, count, problems + [problem])
     if n_rows is not None and count != n_rows:
-        issues.append(CsvIssue("rows", path, None, f"expected {n_rows} rows (one per frame), found {count}"))
+        problems.append(CsvProblem("rows", path, None, f"expected {n_rows} rows (one per frame), found {count}"))
     values = np.asarray(rows, dtype=np.float32).reshape(len(rows), n_cols) if len(rows) == count else None
-    return CsvScan(values, count, issues)
+    return CsvScan(values, count, problems)
 
 
 def read_csv(path: Path, n_rows: int | None, n_cols: int) -> np.ndarray:
@@ -149,8 +150,8 @@ def read_csv(path: Path, n_rows: int | None, n_cols: int) -> np.ndarray:
     Returns float32 (rows, n_cols). Every problem is a DataError naming the file and, where it helps, the line.
     """
     scan = scan_csv(path, n_cols, n_rows, stop_at_first=True)
-    if scan.issues:
-        raise DataError(scan.issues[0].message)
+    if scan.problems:
+        raise DataError(scan.problems[0].message)
     return scan.values
 
 

@@ -118,8 +118,8 @@ def scan_trajectory(traj_dir: str | os.PathLike, image_size: int = layout.IMAGE_
     values = []
     for name, n_cols in (_CSV_FILES if with_conditions else ()):
         scan = layout.scan_csv(traj / name, n_cols)
-        problems.extend(_csv_problems(scan.issues))
-        missing = any(i.kind in ("missing", "unreadable") for i in scan.issues)
+        problems.extend(_csv_problems(scan.problems))
+        missing = any(p.kind in ("missing", "unreadable") for p in scan.problems)
         rows.append(None if missing else scan.n_rows)
         values.append(scan.values)
 
@@ -162,11 +162,11 @@ def _missing(traj: Path, frames: set[int], n: int) -> list[Problem]:
     return [Problem("missing_frame", str(traj / f"{i}.png"), "frame missing") for i in range(n) if i not in frames]
 
 
-def _csv_problems(issues: list[layout.CsvIssue]) -> list[Problem]:
+def _csv_problems(found: list[layout.CsvProblem]) -> list[Problem]:
     """One problem per file and kind: the first offending line, and how many lines share the problem."""
-    by_kind: dict[str, list[layout.CsvIssue]] = {}
-    for issue in issues:
-        by_kind.setdefault(issue.kind, []).append(issue)
+    by_kind: dict[str, list[layout.CsvProblem]] = {}
+    for p in found:
+        by_kind.setdefault(p.kind, []).append(p)
     out = []
     for kind, group in by_kind.items():
         first = group[0]

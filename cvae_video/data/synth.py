@@ -205,23 +205,17 @@ def grip_radius(z: float) -> float:
     return GRIP_RADIUS * (1.0 + GRIP_GROWTH * z)
 
 
-def step_objects(pos, vel, radius, grip_from, grip_to, friction: float) -> tuple[np.ndarray, np.ndarray]:
+def step_objects(pos: list, vel: list, r: list, grip_from: list, grip_to: list, friction: float
+                 ) -> tuple[list, list]:
     """Advance the objects by one frame while the gripper moves from ``grip_from`` to ``grip_to`` (x, y, z).
 
-    ``pos`` (K, 2) are the object centres and ``vel`` (K, 2) their displacement over the previous frame. Each
-    object first slides by ``vel * (1 - friction)``; a low gripper (z < CONTACT_HEIGHT) that overlaps an object
-    pushes it out to touching distance; overlapping objects push each other apart; objects stay on the table.
-    The move is cut into substeps so a fast gripper cannot jump over an object. An object at rest that nothing
-    touches stays exactly where it is. Returns the new centres and their displacements, (K, 2) float64 each.
+    ``pos`` ([[x, y], ...], one per object) are the object centres, ``vel`` their displacement over the previous
+    frame and ``r`` their contact radii, as plain floats. Each object first slides by ``vel * (1 - friction)``; a
+    low gripper (z < CONTACT_HEIGHT) that overlaps an object pushes it out to touching distance; overlapping
+    objects push each other apart; objects stay on the table. The move is cut into substeps so a fast gripper cannot
+    jump over an object. An object at rest that nothing touches stays exactly where it is. Returns the new centres
+    and their displacements, [[x, y], ...] each.
     """
-    p, v = _step(np.asarray(pos, dtype=np.float64).tolist(), np.asarray(vel, dtype=np.float64).tolist(),
-                 np.asarray(radius, dtype=np.float64).tolist(), np.asarray(grip_from, dtype=np.float64).tolist(),
-                 np.asarray(grip_to, dtype=np.float64).tolist(), float(friction))
-    return np.array(p, dtype=np.float64).reshape(-1, 2), np.array(v, dtype=np.float64).reshape(-1, 2)
-
-
-def _step(pos: list, vel: list, r: list, grip_from: list, grip_to: list, friction: float) -> tuple[list, list]:
-    """``step_objects`` on lists of floats: [[x, y], ...] in, [[x, y], ...] out."""
     p = [[x, y] for x, y in pos]
     keep = 1.0 - friction
     drift = [(vx * keep, vy * keep) for vx, vy in vel]
@@ -320,7 +314,7 @@ def simulate(rng: np.random.Generator, cfg: SynthConfig) -> Episode:
             positions[t + 1] = np.minimum(np.maximum(positions[t] + actions[t, :3] * scale, POSITION_LOW),
                                           POSITION_HIGH)
             opening[t + 1] = min(max(opening[t] + GRIP_RATE * grip, 0.0), 1.0)
-            obj, obj_vel = _step(obj, obj_vel, obj_radius, here, positions[t + 1].tolist(), friction)
+            obj, obj_vel = step_objects(obj, obj_vel, obj_radius, here, positions[t + 1].tolist(), friction)
             if k:
                 object_pos[t + 1] = obj
     return Episode(actions, positions, opening, object_pos, radius, square, color, friction, background)

@@ -63,11 +63,6 @@ class ConvBNAct(nn.Sequential):
     def act(self) -> nn.Module:
         return self[2]
 
-    def __getitem__(self, idx):
-        if isinstance(idx, slice):   # a slice is a plain Sequential of those parts
-            return nn.Sequential(*list(self)[idx])
-        return super().__getitem__(idx)
-
     def after_conv(self, y: torch.Tensor) -> torch.Tensor:
         """The norm and the activation, for a convolution's output computed elsewhere."""
         return self.act(self.norm(y))
