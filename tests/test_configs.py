@@ -45,10 +45,12 @@ def test_demo_and_full_size_configs_use_the_measured_model():
 
 def test_action_free_demo_keeps_the_measured_latent():
     """The action-free demo sees frames only and keeps the latent that measurement found live (docs/latent.md):
-    one z per sequence, kept to a few nats by its KL weight and small free bits, image points drawn from z, fp32."""
+    one z per sequence, kept to a few nats by its KL weight and small free bits, the change's centroid as the image
+    point drawn from z, fp32."""
     cfg = _cfg("demo_action_free")
     assert cfg["condition"] == "none" and not cfg["spatial_cond"] and cfg["keypoints"] == 0
-    assert (cfg["latent"], cfg["motion_points"], cfg["kl_weight_max"], cfg["free_bits"]) == ("sequence", 4, 0.01, 0.2)
+    assert (cfg["latent"], cfg["motion_points"], cfg["motion_points_finder"]) == ("sequence", 1, "change")
+    assert (cfg["kl_weight_max"], cfg["free_bits"]) == (0.01, 0.2)
     assert cfg["precision"] == "fp32"
 
 
