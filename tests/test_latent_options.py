@@ -275,24 +275,26 @@ def test_the_found_points_acceleration_is_their_second_difference():
     assert out["point_accel"].item() == pytest.approx(model.point_acceleration(model.encode(x)[0]).item())
 
 
-def test_point_smoothness_adds_the_weighted_acceleration_and_teaches_the_finder():
+def _one_finder_step(**train):
+    """One training step of the same two-point model from the same numbers, under TrainConfig(**train): the step's
+    logs, the finder's gradient and the model. ``smoothness`` is passed to the step as the loop passes it."""
     from cvae_video.runtime import autocast, grad_scaler
     from cvae_video.train import build_optimizer, train_step
     batch = {"frames": (_frames(T=5) * 255).to(torch.uint8), "cond": torch.zeros(2, 5, 0)}
-    runs = {}
-    for weight in (0.0, 2.0):
-        cfg = TrainConfig(model=ModelConfig(condition="none", output="compose", motion_points=2),
-                          point_smoothness=weight)
-        torch.manual_seed(0)
-        model = _motion_points_model()
-        optimizer = build_optimizer(cfg, model.parameters())
-        optimizer.step = lambda *a, **k: None
-        torch.manual_seed(1)
-        logs = train_step(model, optimizer, grad_scaler(torch.device("cpu"), "fp32"), batch, cfg, beta=0.0,
-                          tfr=1.0, device=torch.device("cpu"), amp=autocast(torch.device("cpu"), "fp32"),
-                          smoothness=weight)
-        runs[weight] = logs, model.motion_points.points.conv.weight.grad.clone()
-    (plain, g0), (smooth, g2) = runs[0.0], runs[2.0]   # the weight of the step, as the loop passes it
+    cfg = TrainConfig(model=ModelConfig(condition="none", output="compose", motion_points=2), **train)
+    torch.manual_seed(0)
+    model = _motion_points_model()
+    optimizer = build_optimizer(cfg, model.parameters())
+    optimizer.step = lambda *a, **k: None
+    torch.manual_seed(1)
+    cpu = torch.device("cpu")
+    logs = train_step(model, optimizer, grad_scaler(cpu, "fp32"), batch, cfg, beta=0.0, tfr=1.0, device=cpu,
+                      amp=autocast(cpu, "fp32"), smoothness=train.get("point_smoothness", 0.0))
+    return logs, model.motion_points.points.conv.weight.grad.clone(), model
+
+
+def test_point_smoothness_adds_the_weighted_acceleration_and_teaches_the_finder():
+    (plain, g0, _), (smooth, g2, _) = (_one_finder_step(point_smoothness=w) for w in (0.0, 2.0))
     assert plain["point_accel"] == smooth["point_accel"] > 0   # logged per step (3 of the 4 steps have one)
     assert smooth["loss"] == pytest.approx(plain["loss"] + 2.0 * 3 * plain["point_accel"])
     assert not torch.allclose(g0, g2)
@@ -328,24 +330,9 @@ def test_a_map_with_one_peak_spreads_less_than_one_with_two():
 
 
 def test_point_concentration_adds_the_weighted_spread():
-    from cvae_video.runtime import autocast, grad_scaler
-    from cvae_video.train import build_optimizer, train_step
-    batch = {"frames": (_frames(T=5) * 255).to(torch.uint8), "cond": torch.zeros(2, 5, 0)}
-    runs = {}
-    for weight in (0.0, 3.0):
-        cfg = TrainConfig(model=ModelConfig(condition="none", output="compose", motion_points=2),
-                          point_concentration=weight)
-        torch.manual_seed(0)
-        model = _motion_points_model()
-        optimizer = build_optimizer(cfg, model.parameters())
-        optimizer.step = lambda *a, **k: None
-        torch.manual_seed(1)
-        logs = train_step(model, optimizer, grad_scaler(torch.device("cpu"), "fp32"), batch, cfg, beta=0.0,
-                          tfr=1.0, device=torch.device("cpu"), amp=autocast(torch.device("cpu"), "fp32"))
-        runs[weight] = logs, model.motion_points.points.conv.weight.grad.clone(), model
-    (plain, g0, _), (conc, g3, model) = runs[0.0], runs[3.0]
+    (plain, g0, _), (conc, g3, model) = (_one_finder_step(point_concentration=w) for w in (0.0, 3.0))
     assert "point_spread" not in plain and conc["point_spread"] > 0   # logged per frame, only when weighted
-    x = batch["frames"].float() / 255
+    x = (_frames(T=5) * 255).to(torch.uint8).float() / 255
     assert conc["point_spread"] == pytest.approx(model.point_spread(x).item() / 5, rel=1e-5)
     assert conc["loss"] == pytest.approx(plain["loss"] + 3.0 * 5 * conc["point_spread"], rel=1e-5)
     assert not torch.allclose(g0, g3)
