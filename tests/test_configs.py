@@ -33,7 +33,7 @@ def test_lab_configs_keep_the_lab_model(name):
 
 
 def test_demo_and_full_size_configs_use_the_measured_model():
-    """The model options that measurement picked (README, "How the demo model was chosen") are in the demo and
+    """The model options that measurement picked (docs/demo.md, "How the demo model was chosen") are in the demo and
     in the full-size config for GPUs, which differs from the demo in size and length only."""
     demo, full = _cfg("demo"), _cfg("full_keypoints")
     for cfg in (demo, full):
