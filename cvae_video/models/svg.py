@@ -316,6 +316,16 @@ class ModelConfig:
         if self.spatial_state < 0 or self.spatial_state and self.spatial_cond:
             raise ValueError(f"spatial_state must be >= 0 and cannot be combined with spatial_cond, got "
                              f"spatial_state={self.spatial_state}, spatial_cond={self.spatial_cond}")
+        self._check_motion_points()
+        if self.decoder_z and not self.spatial_state:
+            raise ValueError("decoder_z draws z through the spatial state: it needs spatial_state > 0")
+        if self.keypoints < 0 or self.keypoints and not (self.spatial_cond or self.spatial_state):
+            raise ValueError(f"keypoints must be >= 0 and need spatial_cond or spatial_state, got "
+                             f"keypoints={self.keypoints}, spatial_state={self.spatial_state}, "
+                             f"spatial_cond={self.spatial_cond}")
+
+    def _check_motion_points(self) -> None:
+        """The motion points' options: what they need and what they cannot be combined with."""
         if self.motion_points < 0 or self.motion_points and (self.spatial_cond or self.spatial_state
                                                              or self.keypoints or not self.frame_feedback):
             raise ValueError(f"motion_points must be >= 0; it draws its own points, so it cannot be combined with "
@@ -338,12 +348,6 @@ class ModelConfig:
             raise ValueError(f"point_warp moves the skip frame by the motion points' moves: it needs motion_points "
                              f"> 0 and output 'compose', without motion_kernels; got motion_points="
                              f"{self.motion_points}, output={self.output!r}, motion_kernels={self.motion_kernels}")
-        if self.decoder_z and not self.spatial_state:
-            raise ValueError("decoder_z draws z through the spatial state: it needs spatial_state > 0")
-        if self.keypoints < 0 or self.keypoints and not (self.spatial_cond or self.spatial_state):
-            raise ValueError(f"keypoints must be >= 0 and need spatial_cond or spatial_state, got "
-                             f"keypoints={self.keypoints}, spatial_state={self.spatial_state}, "
-                             f"spatial_cond={self.spatial_cond}")
 
     def to_dict(self) -> dict:
         return asdict(self)
