@@ -171,16 +171,23 @@ class SpatialSoftmaxPoints(nn.Module):
         """The points (N, 2 n) and how widely each map's softmax spreads around its point (N, n): the expected
         squared distance from it. A map with two distant peaks has a large spread, and a point between them."""
         a = self.conv(f).float()
-        N, n, H, W = a.shape
-        p = torch.softmax(a.flatten(2), -1).view(N, n, H, W)
-        ys, xs = (torch.linspace(-1.0, 1.0, k, device=f.device) for k in (H, W))
-        px, py = p.sum(2), p.sum(3)   # (N, n, W), (N, n, H)
-        x, y = (px * xs).sum(-1), (py * ys).sum(-1)
-        spread = (px * (xs - x[..., None]) ** 2).sum(-1) + (py * (ys - y[..., None]) ** 2).sum(-1)
-        return torch.stack([x, y], -1).flatten(1), spread
+        points, spread = centroid_and_spread(torch.softmax(a.flatten(2), -1).view(a.shape))
+        return points.flatten(1), spread
 
 
-def change_centroid(x: torch.Tensor, before: torch.Tensor | None, eps: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+def centroid_and_spread(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maps w (..., H, W) of weights that sum to one -> each map's centroid (..., 2), (x, y) in the [-1, 1] image
+    coordinates with x along columns, and its spread (...,): the expected squared distance from the centroid."""
+    H, W = w.shape[-2:]
+    ys, xs = (torch.linspace(-1.0, 1.0, k, device=w.device) for k in (H, W))
+    px, py = w.sum(-2), w.sum(-1)   # (..., W), (..., H)
+    x, y = (px * xs).sum(-1), (py * ys).sum(-1)
+    spread = (px * (xs - x[..., None]) ** 2).sum(-1) + (py * (ys - y[..., None]) ** 2).sum(-1)
+    return torch.stack([x, y], -1), spread
+
+
+def change_centroid(x: torch.Tensor, before: torch.Tensor | None, eps: float = 1e-3
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Where a frame changed since the frame before it: the centroid of |x - before| (summed over channels) in the
     [-1, 1] image coordinates, x along columns, (N, 2), and how widely the change spreads around it (N, 1), for x and
     before (N, C, H, W). Nothing is learnt: what moves (the arm, and what it pushes) is what changes, and the
@@ -189,13 +196,8 @@ def change_centroid(x: torch.Tensor, before: torch.Tensor | None, eps: float = 1
     if before is None:
         return x.new_zeros(x.shape[0], 2).float(), x.new_zeros(x.shape[0], 1).float()
     d = (x.float() - before.float()).abs().sum(1)                        # (N, H, W)
-    N, H, W = d.shape
-    ys, xs = (torch.linspace(-1.0, 1.0, k, device=x.device) for k in (H, W))
-    mass = d.sum((1, 2)) + eps
-    px, py = d.sum(1), d.sum(2)                                          # (N, W), (N, H)
-    cx, cy = (px * xs).sum(-1) / mass, (py * ys).sum(-1) / mass
-    spread = ((px * (xs - cx[:, None]) ** 2).sum(-1) + (py * (ys - cy[:, None]) ** 2).sum(-1)) / mass
-    return torch.stack([cx, cy], -1), spread[:, None]
+    points, spread = centroid_and_spread(d / (d.sum((1, 2), keepdim=True) + eps))
+    return points, spread[:, None]
 
 
 class ChangePoint(nn.Module):
